@@ -1,0 +1,106 @@
+"""The `keel` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from keel.errors import DataValidationError, KeelError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keel", description="Keel: train, evaluate and register models with Prefect and MLflow.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="run the training flow (ingest, validate, train, evaluate, register)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--dataset-config", default="conf/datasets/sign-mnist.yaml", help="dataset YAML file")
+    train.add_argument("--model", choices=["cnn", "mlp", "cnn-wide"], default="cnn", help="architecture")
+    train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--learning-rate", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    train.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before stopping")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="auto: bf16 autocast on GPUs and on CPUs with bf16 instructions")
+    train.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    train.add_argument("--horizontal-flip", action="store_true", help="add random horizontal flips (off: handedness matters in signs)")
+    train.add_argument("--fresh", action="store_true", help="ignore the checkpoint of an interrupted identical run and start over")
+    train.add_argument("--resume", action="store_true", help="resume an interrupted identical run (the default; kept for clarity)")
+    train.add_argument("--model-name", default=None, help="registered model name (default keel-<dataset>)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    return 2
+
+
+def _train(args) -> int:
+    from pydantic import ValidationError
+
+    from keel.config import AugmentConfig, TrainConfig
+
+    try:
+        train = TrainConfig(
+            model=args.model, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            patience=args.patience, seed=args.seed, device=args.device, precision=args.precision,
+            augment=AugmentConfig(enabled=not args.no_augment, horizontal_flip=args.horizontal_flip),
+        )
+    except ValidationError as exc:
+        print(f"keel train: invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    if args.fresh and args.resume:
+        print("keel train: --fresh and --resume contradict each other; pick one", file=sys.stderr)
+        return 2
+    if not os.path.exists(args.dataset_config):
+        print(f"keel train: dataset config {args.dataset_config} does not exist; pass --dataset-config PATH", file=sys.stderr)
+        return 2
+
+    started = time.perf_counter()
+    from flows.training import training_flow
+
+    try:
+        result = training_flow(dataset_config=args.dataset_config, train=train, fresh=args.fresh, model_name=args.model_name)
+    except DataValidationError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 1
+    except KeelError as exc:
+        print(f"\nkeel train: {exc}", file=sys.stderr)
+        return 2
+    print(summary(result, time.perf_counter() - started))
+    return 0
+
+
+def summary(result: dict, seconds: float) -> str:
+    """What a person wants to read after `keel train`."""
+    version, trained, registered = result["version"], result["trained"], result["registered"]
+    evaluation = result["metrics"].get("evaluation", {})
+    lines = [
+        "",
+        f"dataset   {version['dataset']} version {version['version']} ({version['rows']} rows, "
+        f"{'reused' if version['reused'] else 'ingested'}); validation passed in {result['validation']['seconds']:.2f} s",
+        f"training  {trained['epochs_run']} epochs (best {trained['best_epoch']}"
+        + (", resumed after epoch %d" % trained["resumed_from_epoch"] if trained["resumed_from_epoch"] else "")
+        + (", stopped early" if trained["stopped_early"] else "")
+        + f") in {trained['train_seconds']:.1f} s on {trained['device']} ({trained['precision']})",
+        f"evaluation accuracy {evaluation.get('accuracy', float('nan')):.4f}, macro-F1 {evaluation.get('macro_f1', float('nan')):.4f} "
+        f"on {evaluation.get('rows', 0)} held-out rows",
+    ]
+    if "test" in result["metrics"]:
+        test = result["metrics"]["test"]
+        lines.append(f"test      accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {test['rows']} rows")
+    lines += [
+        f"model     {registered['model_uri']} (aliases: {', '.join(registered['aliases'])}), run {registered['run_id']}",
+        f"total     {seconds:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

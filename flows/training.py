@@ -1,0 +1,43 @@
+"""The training flow: ingest -> validate -> (run) -> augmentation preview -> train -> evaluate -> register.
+
+Run it as `keel train` or `python -m flows.training` (same options).
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from keel.config import TrainConfig
+from tasks.augment import preview_augmentation
+from tasks.evaluate import evaluate_model
+from tasks.ingest import ingest_dataset
+from tasks.register import register_model
+from tasks.train import start_run, train_model
+from tasks.validate import validate_dataset
+
+DEFAULT_DATASET_CONFIG = "conf/datasets/sign-mnist.yaml"
+
+
+@flow(name="keel-training", log_prints=True)
+def training_flow(
+    dataset_config: str = DEFAULT_DATASET_CONFIG,
+    train: TrainConfig = TrainConfig(),
+    fresh: bool = False,
+    model_name: str | None = None,
+) -> dict:
+    """Trains, evaluates and registers a model on the dataset the YAML config describes."""
+    version = ingest_dataset(dataset_config)
+    validation = validate_dataset(dataset_config, version)
+    run = start_run(dataset_config, version, train, fresh)
+    preview_augmentation(run, version, train.augment, train.seed)
+    trained = train_model(run, version, train)
+    metrics = evaluate_model(run, version, trained)
+    registered = register_model(run, version, trained, metrics, model_name)
+    return {"version": version, "validation": validation, "run": run, "trained": trained,
+            "metrics": metrics, "registered": registered}
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    raise SystemExit(main(["train", *__import__("sys").argv[1:]]))

@@ -1,0 +1,165 @@
+"""Configuration models: datasets (YAML files under conf/datasets) and training runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from keel.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceFile(_Strict):
+    """One input file (local path or fsspec URL); IDX sources also name their labels file."""
+
+    path: str
+    sha256: str | None = None
+    labels_path: str | None = None
+    labels_sha256: str | None = None
+
+
+class ImageShape(_Strict):
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: int = Field(default=1, gt=0)
+
+    @property
+    def n_pixels(self) -> int:
+        return self.height * self.width * self.channels
+
+
+class EvaluationSplit(_Strict):
+    """The held-out rows that training never sees; fixed by fraction and seed."""
+
+    fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    seed: int = 0
+
+
+class ValidationPolicy(_Strict):
+    """Bounds the Great Expectations suite checks besides the schema."""
+
+    min_rows: int = Field(default=1, ge=0)
+    max_rows: int = Field(default=10_000_000, gt=0)
+    # A class's share of the rows, relative to a uniform share (1/number of classes).
+    min_class_share: float = Field(default=0.25, ge=0.0)
+    max_class_share: float = Field(default=4.0, gt=0.0)
+
+
+class DatasetConfig(_Strict):
+    """A dataset described in YAML: where the files are and what the rows mean."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    format: Literal["csv", "idx"]
+    train: list[SourceFile] = Field(min_length=1)
+    test: list[SourceFile] = Field(default_factory=list)
+    image: ImageShape
+    label_column: str = "label"
+    pixel_prefix: str = "pixel"
+    # Raw label value -> class name. A list means labels 0..N-1 in order.
+    classes: dict[int, str]
+    evaluation_split: EvaluationSplit = Field(default_factory=EvaluationSplit)
+    validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
+    description: str = ""
+
+    # Where relative paths are resolved: the YAML file's folder (set by load_dataset_config).
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_from_list(cls, value):
+        if isinstance(value, list):
+            return {i: str(name) for i, name in enumerate(value)}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if len(self.classes) < 2:
+            raise ValueError("classes: a classifier needs at least two classes")
+        if len(set(self.classes.values())) != len(self.classes):
+            raise ValueError("classes: class names must be unique")
+        for source in [*self.train, *self.test]:
+            if self.format == "idx" and not source.labels_path:
+                raise ValueError(f"{source.path}: IDX sources need labels_path (the labels file)")
+        return self
+
+    @property
+    def labels(self) -> list[int]:
+        """Raw label values in class-index order."""
+        return sorted(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.classes[label] for label in self.labels]
+
+    @property
+    def pixel_columns(self) -> list[str]:
+        return [f"{self.pixel_prefix}{i}" for i in range(1, self.image.n_pixels + 1)]
+
+    @property
+    def expected_columns(self) -> list[str]:
+        return [self.label_column, *self.pixel_columns]
+
+    def resolve(self, path: str) -> str:
+        """An absolute path or URL for a path written in the YAML file."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str((Path(self.base_dir) / path).resolve())
+
+
+def load_dataset_config(path: str | Path) -> DatasetConfig:
+    """The DatasetConfig in a YAML file; relative data paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"dataset config {path} does not exist; pass the path of a YAML file such as conf/datasets/sign-mnist.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"dataset config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dataset config {path} must be a YAML mapping (name:, format:, train:, ...)")
+    try:
+        return DatasetConfig(**raw, base_dir=str(path.resolve().parent))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"dataset config {path} is invalid: {problems}") from None
+
+
+class AugmentConfig(_Strict):
+    """The course's Sign-MNIST augmentation, applied to whole batches on the training device."""
+
+    enabled: bool = True
+    rotation_degrees: float = Field(default=5.0, ge=0.0, le=180.0)
+    crop_scale_min: float = Field(default=0.9, gt=0.0, le=1.0)
+    crop_scale_max: float = Field(default=1.0, gt=0.0, le=1.0)
+    brightness: float = Field(default=0.2, ge=0.0, lt=1.0)
+    contrast: float = Field(default=0.5, ge=0.0, lt=1.0)
+    horizontal_flip: bool = False  # off: in sign language handedness carries meaning
+
+    @model_validator(mode="after")
+    def _check(self) -> AugmentConfig:
+        if self.crop_scale_min > self.crop_scale_max:
+            raise ValueError("crop_scale_min must not exceed crop_scale_max")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Everything that decides a training run; its hash keys checkpoints for resuming."""
+
+    model: Literal["cnn", "mlp", "cnn-wide"] = "cnn"
+    epochs: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    # Early stopping watches accuracy on a validation slice carved from the training rows.
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    patience: int = Field(default=3, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -1,0 +1,419 @@
+"""Reading pixel datasets (CSV, IDX) into content-addressed dataset versions.
+
+A version folder holds:
+- ``meta.json``: sources with sha256, header, shape, classes, split ids and their hash;
+- ``profile.parquet``: one row per input row (file, line, label, pixel min/max, counts of
+  null, non-numeric and non-integer pixels, the first bad pixel) -- what validation checks;
+- ``images.npy`` (uint8, N x H x W x C) and ``labels.npy`` (raw label values), written only
+  when every row is well formed, so training can never read a malformed table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from keel import settings
+from keel.config import DatasetConfig, SourceFile
+from keel.errors import DatasetError
+from keel.io import atomic_dir, decompress, read_bytes, verify_sha256
+
+INGEST_FORMAT = 1  # bump when the stored layout changes, so old versions are not reused
+
+PROFILE_COLUMNS = [
+    "split", "file", "source", "line", "label", "pixel_count", "pixel_min", "pixel_max",
+    "pixel_nulls", "pixel_non_numeric", "pixel_non_integer", "bad_pixel", "bad_value",
+]
+
+
+@dataclass
+class ParsedTable:
+    """One source file parsed: its header, raw labels, pixel matrix and per-row profile."""
+
+    header: list[str]
+    labels: pd.Series
+    pixels: np.ndarray | None  # None when the columns do not form the configured image
+    profile: pd.DataFrame
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _first_line(text: bytes) -> str:
+    end = text.find(b"\n")
+    return (text if end < 0 else text[:end]).decode("utf-8", errors="replace").strip()
+
+
+def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "train") -> ParsedTable:
+    """The rows of a `label,pixel1..pixelN` CSV (already decompressed) with their profile."""
+    name = Path(url).name
+    if not data.strip():
+        return ParsedTable([], pd.Series([], dtype=object), None, _empty_profile())
+    header = [c.strip() for c in _first_line(data).split(",")]
+    pixel_names = [c for c in header if c != config.label_column]
+    # Fast path: every pixel column as int16. A text or fractional value makes pyarrow refuse,
+    # and the general path below finds and reports it.
+    table = None
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.int16() for c in pixel_names}),
+        )
+        if any(table.column(c).null_count for c in pixel_names):
+            table = None
+    except pa.ArrowInvalid as exc:
+        if "CSV conversion error" not in str(exc) and "out of range" not in str(exc):
+            raise DatasetError(f"{url}: not a readable CSV table ({_arrow_reason(exc)}); fix that row or re-export the file") from None
+    if table is None:
+        try:
+            table = pacsv.read_csv(pa.BufferReader(data))
+        except pa.ArrowInvalid as exc:
+            raise DatasetError(f"{url}: not a readable CSV table ({_arrow_reason(exc)}); fix that row or re-export the file") from None
+
+    n = table.num_rows
+    if config.label_column in table.column_names:
+        label_col = table.column(config.label_column)
+        if pa.types.is_integer(label_col.type) and label_col.null_count == 0:
+            labels = pd.Series(label_col.to_numpy(), dtype="int64")
+        else:
+            # Whole-number floats ("3.0", as some exporters write labels) count as integers.
+            labels = pd.Series([int(v) if isinstance(v, float) and v.is_integer() else v
+                                for v in label_col.to_pylist()], dtype=object)
+    else:
+        labels = pd.Series([None] * n, dtype=object)
+
+    matrix, non_numeric = _pixel_matrix(table, pixel_names)
+    profile = _profile(matrix, non_numeric, pixel_names, labels, name, split)
+    shape_ok = header == config.expected_columns
+    return ParsedTable(header, labels, matrix if shape_ok else None, profile)
+
+
+def _arrow_reason(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _pixel_matrix(table: pa.Table, names: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels as an N x P array: int16 when clean, else float32 with NaN for null/non-numeric."""
+    n = table.num_rows
+    columns = [table.column(c) for c in names]
+    if all(pa.types.is_integer(c.type) and c.null_count == 0 for c in columns):
+        matrix = np.empty((n, len(names)), dtype=np.int32)
+        for j, col in enumerate(columns):
+            matrix[:, j] = col.to_numpy()
+        return matrix, None
+    matrix = np.empty((n, len(names)), dtype=np.float32)
+    non_numeric = np.zeros((n, len(names)), dtype=bool)
+    for j, col in enumerate(columns):
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type):
+            matrix[:, j] = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False) if n else []
+        else:
+            raw = pd.Series(col.to_pylist(), dtype=object)
+            values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float32)
+            matrix[:, j] = values
+            non_numeric[:, j] = raw.notna().to_numpy() & np.isnan(values)
+    return matrix, non_numeric
+
+
+def _profile(matrix: np.ndarray, non_numeric: np.ndarray | None, names: list[str],
+             labels: pd.Series, file: str, split: str) -> pd.DataFrame:
+    """One row of statistics per input row: what the expectation suite checks."""
+    n, p = matrix.shape
+    profile = pd.DataFrame({"split": split, "file": file, "source": "", "line": np.arange(2, n + 2, dtype=np.int64),
+                            "label": labels.reset_index(drop=True), "pixel_count": np.full(n, p, dtype=np.int64)})
+    if p == 0:
+        bad = np.zeros((n, 0), dtype=bool)
+        profile["pixel_min"] = np.nan
+        profile["pixel_max"] = np.nan
+        profile["pixel_nulls"] = profile["pixel_non_numeric"] = profile["pixel_non_integer"] = 0
+    elif non_numeric is None:
+        profile["pixel_min"] = matrix.min(axis=1)
+        profile["pixel_max"] = matrix.max(axis=1)
+        profile["pixel_nulls"] = profile["pixel_non_numeric"] = profile["pixel_non_integer"] = 0
+        bad = None
+    else:
+        missing = np.isnan(matrix)
+        filled_low = np.where(missing, np.inf, matrix)
+        filled_high = np.where(missing, -np.inf, matrix)
+        row_min, row_max = filled_low.min(axis=1), filled_high.max(axis=1)
+        row_min[np.isinf(row_min)] = np.nan
+        row_max[np.isinf(row_max)] = np.nan
+        non_integer = ~missing & (matrix != np.round(matrix))
+        profile["pixel_min"] = row_min
+        profile["pixel_max"] = row_max
+        profile["pixel_nulls"] = (missing & ~non_numeric).sum(axis=1)
+        profile["pixel_non_numeric"] = non_numeric.sum(axis=1)
+        profile["pixel_non_integer"] = non_integer.sum(axis=1)
+        bad = missing | non_integer
+    if p:
+        out_of_range = (matrix < 0) | (matrix > 255)
+        bad = out_of_range if bad is None else (bad | out_of_range)
+    bad_rows = np.flatnonzero(bad.any(axis=1)) if p else np.array([], dtype=int)
+    bad_pixel = np.full(n, "", dtype=object)
+    bad_value = np.full(n, "", dtype=object)
+    if len(bad_rows):
+        first = bad[bad_rows].argmax(axis=1)
+        for row, col in zip(bad_rows, first):
+            bad_pixel[row] = names[col]
+            value = matrix[row, col]
+            if non_numeric is not None and non_numeric[row, col]:
+                bad_value[row] = "non-numeric"
+            elif np.isnan(value):
+                bad_value[row] = "null"
+            else:
+                bad_value[row] = f"{value:g}"
+    profile["bad_pixel"] = bad_pixel
+    profile["bad_value"] = bad_value
+    return profile[PROFILE_COLUMNS]
+
+
+def _empty_profile() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in PROFILE_COLUMNS})
+
+
+# --------------------------------------------------------------------------- IDX
+
+_IDX_TYPES = {0x08: np.uint8}
+
+
+def parse_idx_array(url: str, data: bytes) -> np.ndarray:
+    """An IDX file (MNIST's format, decompressed) as a numpy array."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DatasetError(f"{url}: not an IDX file (bad magic number); point labels_path/path at MNIST-style idx files")
+    dtype, ndim = data[2], data[3]
+    if dtype not in _IDX_TYPES:
+        raise DatasetError(f"{url}: IDX element type 0x{dtype:02x} is not supported (only unsigned bytes, 0x08)")
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=_IDX_TYPES[dtype], offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DatasetError(f"{url}: IDX header says {dims} but the file holds {body.size} values; the file is truncated")
+    return body.reshape(dims)
+
+
+def parse_idx_pair(url: str, images: np.ndarray, labels: np.ndarray, labels_url: str,
+                   config: DatasetConfig, split: str = "train") -> ParsedTable:
+    """An IDX images/labels pair as a ParsedTable, with the same profile as a CSV."""
+    shape = config.image
+    expected = (shape.height, shape.width) if shape.channels == 1 else (shape.height, shape.width, shape.channels)
+    if images.shape[1:] != expected:
+        raise DatasetError(f"{url}: images are {images.shape[1:]} but the dataset config says {expected}; fix image: in the config")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DatasetError(f"{labels_url}: holds {len(labels)} labels for {len(images)} images in {url}; the files do not belong together")
+    matrix = images.reshape(len(images), -1)
+    label_series = pd.Series(labels.astype(np.int64))
+    profile = _profile(matrix, None, config.pixel_columns, label_series, Path(url).name, split)
+    profile["line"] = np.arange(1, len(images) + 1)  # IDX has no header line: record number
+    return ParsedTable(config.expected_columns, label_series, matrix, profile)
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@dataclass
+class DatasetVersion:
+    """A stored, content-addressed dataset version."""
+
+    path: Path
+
+    @cached_property
+    def meta(self) -> dict:
+        return json.loads((self.path / "meta.json").read_text())
+
+    @property
+    def id(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def images_stored(self) -> bool:
+        return self.meta["images_stored"]
+
+    def profile(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "profile.parquet")
+
+    def images(self) -> np.ndarray:
+        if not self.images_stored:
+            raise DatasetError(f"dataset version {self.id} has no images: {self.meta['images_missing_reason']}")
+        return np.load(self.path / "images.npy", mmap_mode="r")
+
+    def labels(self) -> np.ndarray:
+        return np.load(self.path / "labels.npy")
+
+    def indices(self, part: str) -> np.ndarray:
+        """Row indices of 'train', 'evaluation' or 'test'."""
+        return np.load(self.path / f"{part}_idx.npy")
+
+
+def version_id(config: DatasetConfig, source_hashes: list[dict]) -> str:
+    """The content address: source bytes plus every setting that changes what is stored."""
+    key = {
+        "ingest_format": INGEST_FORMAT,
+        "format": config.format,
+        "sources": source_hashes,
+        "image": config.image.model_dump(),
+        "label_column": config.label_column,
+        "pixel_prefix": config.pixel_prefix,
+        "evaluation_split": config.evaluation_split.model_dump(),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class IngestResult:
+    version: DatasetVersion
+    reused: bool
+
+
+def ingest(config: DatasetConfig, root: Path | None = None) -> IngestResult:
+    """Reads the config's files and stores them as a dataset version, or reuses an identical one."""
+    root = Path(root) if root else settings.versions_dir()
+    sources: list[tuple[str, SourceFile]] = [("train", s) for s in config.train] + [("test", s) for s in config.test]
+    raw: list[tuple[str, SourceFile, bytes, bytes | None]] = []
+    hashes = []
+    for split, source in sources:
+        url = config.resolve(source.path)
+        data = read_bytes(url)
+        digest = verify_sha256(url, data, source.sha256)
+        labels_data, labels_digest = None, None
+        if source.labels_path:
+            labels_url = config.resolve(source.labels_path)
+            labels_data = read_bytes(labels_url)
+            labels_digest = verify_sha256(labels_url, labels_data, source.labels_sha256)
+        raw.append((split, source, data, labels_data))
+        hashes.append({"split": split, "sha256": digest, "labels_sha256": labels_digest})
+
+    vid = version_id(config, hashes)
+    target = root / config.name / vid
+    if (target / "meta.json").exists():
+        return IngestResult(DatasetVersion(target), reused=True)
+
+    tables = []
+    for (split, source, data, labels_data), digest in zip(raw, hashes):
+        url = config.resolve(source.path)
+        if config.format == "csv":
+            table = parse_pixel_csv(url, decompress(url, data), config, split)
+        else:
+            labels_url = config.resolve(source.labels_path)
+            images = parse_idx_array(url, decompress(url, data))
+            labels = parse_idx_array(labels_url, decompress(labels_url, labels_data))
+            table = parse_idx_pair(url, images, labels, labels_url, config, split)
+        table.profile["source"] = digest["sha256"][:12]
+        tables.append(table)
+
+    profile = pd.concat([t.profile for t in tables], ignore_index=True) if tables else _empty_profile()
+    with atomic_dir(target) as tmp:
+        meta = _write_version(tmp, config, tables, profile, hashes, raw, vid)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    return IngestResult(DatasetVersion(target), reused=False)
+
+
+def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], profile: pd.DataFrame,
+                   hashes: list[dict], raw, vid: str) -> dict:
+    stored = profile.copy()
+    # Labels are stored as text so a stray "x" does not change how the good labels compare.
+    stored["label"] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in profile["label"]]
+    stored.to_parquet(tmp / "profile.parquet", index=False)
+    reason = _images_missing_reason(config, tables, profile)
+    shape = config.image
+    split_info: dict = {}
+    if reason is None:
+        images = np.concatenate([t.pixels for t in tables]).astype(np.uint8)
+        images = images.reshape(len(images), shape.height, shape.width, shape.channels)
+        labels = np.concatenate([t.labels.to_numpy(dtype=np.int64) for t in tables])
+        np.save(tmp / "images.npy", images)
+        np.save(tmp / "labels.npy", labels)
+        is_test = (profile["split"] == "test").to_numpy()
+        train_pool = np.flatnonzero(~is_test)
+        evaluation_idx = stratified_split(labels[train_pool], config.evaluation_split.fraction, config.evaluation_split.seed)
+        evaluation_idx = train_pool[evaluation_idx]
+        train_idx = np.setdiff1d(train_pool, evaluation_idx)
+        np.save(tmp / "train_idx.npy", train_idx)
+        np.save(tmp / "evaluation_idx.npy", evaluation_idx)
+        np.save(tmp / "test_idx.npy", np.flatnonzero(is_test))
+        row_ids = (profile["source"] + ":" + profile["line"].astype(str)).to_numpy()
+        split_info = {
+            "train_rows": int(len(train_idx)),
+            "evaluation_rows": int(len(evaluation_idx)),
+            "test_rows": int(is_test.sum()),
+            "evaluation_ids_sha256": hashlib.sha256("\n".join(row_ids[evaluation_idx]).encode()).hexdigest(),
+        }
+    return {
+        "dataset": config.name,
+        "version": vid,
+        "ingest_format": INGEST_FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "format": config.format,
+        "sources": [
+            {"split": h["split"], "path": config.resolve(s.path), "sha256": h["sha256"],
+             "labels_path": config.resolve(s.labels_path) if s.labels_path else None,
+             "labels_sha256": h["labels_sha256"]}
+            for h, (_, s, _, _) in zip(hashes, raw)
+        ],
+        "header": tables[0].header if tables else [],
+        "headers_differ": [Path(config.resolve(s.path)).name for t, (_, s, _, _) in zip(tables, raw) if t.header != tables[0].header],
+        "rows": int(len(profile)),
+        "image": shape.model_dump(),
+        "label_column": config.label_column,
+        "labels": config.labels,
+        "class_names": config.class_names,
+        "evaluation_split": config.evaluation_split.model_dump(),
+        "images_stored": reason is None,
+        "images_missing_reason": reason,
+        **split_info,
+    }
+
+
+def _images_missing_reason(config: DatasetConfig, tables: list[ParsedTable], profile: pd.DataFrame) -> str | None:
+    """Why the rows cannot become uint8 images and class labels (None when they can)."""
+    if not len(profile):
+        return "the input has no rows"
+    if any(t.pixels is None for t in tables):
+        return f"the columns are not {config.label_column}, {config.pixel_prefix}1..{config.pixel_prefix}{config.image.n_pixels}"
+    bad = (profile["pixel_nulls"] > 0) | (profile["pixel_non_numeric"] > 0) | (profile["pixel_non_integer"] > 0) \
+        | (profile["pixel_min"] < 0) | (profile["pixel_max"] > 255)
+    if bad.any():
+        return f"{int(bad.sum())} rows have pixels that are not integers in 0-255"
+    known = set(config.labels)
+    if not all(isinstance(v, (int, np.integer)) and int(v) in known for v in profile["label"]):
+        return "some labels are missing or not among the configured classes"
+    return None
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a deterministic, stratified `fraction` of `labels` (sorted)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        take = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            take = min(max(take, 1), len(members) - 1)
+        else:
+            take = 0
+        chosen.append(rng.permutation(members)[:take])
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+
+
+def class_indices(labels: np.ndarray, configured: list[int]) -> np.ndarray:
+    """Raw label values mapped to class indices (the configured labels in sorted order)."""
+    lookup = {label: i for i, label in enumerate(configured)}
+    return np.array([lookup[int(v)] for v in labels], dtype=np.int64) if len(labels) else np.array([], dtype=np.int64)
+
+
+def read_pixel_rows(path: str) -> pd.DataFrame:
+    """A small CSV of pixel rows as a DataFrame (used by tests and the pyfunc examples)."""
+    data = decompress(path, read_bytes(path))
+    return pd.read_csv(io.BytesIO(data))

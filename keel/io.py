@@ -1,0 +1,89 @@
+"""Reading sources through fsspec and writing outputs atomically."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import fsspec
+
+from keel.errors import DatasetError
+
+
+def read_bytes(url: str) -> bytes:
+    """The raw bytes of a local path or fsspec URL (still compressed, as stored)."""
+    try:
+        with fsspec.open(url, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{url}: file not found; check the path in the dataset config") from None
+    except OSError as exc:
+        raise DatasetError(f"{url}: cannot be read ({exc})") from None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_sha256(url: str, data: bytes, expected: str | None) -> str:
+    """The sha256 of `data`; raises when the config gave a different one."""
+    actual = sha256_hex(data)
+    if expected and actual != expected.lower():
+        raise DatasetError(
+            f"{url}: sha256 is {actual} but the dataset config expects {expected}; "
+            "the file changed or is corrupt — restore it or update the sha256 in the config"
+        )
+    return actual
+
+
+def decompress(url: str, data: bytes) -> bytes:
+    """`data` gunzipped when it is gzip (by magic bytes, not by name); a truncated gzip is an error."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DatasetError(f"{url}: the gzip stream is truncated or corrupt ({exc}); copy the file again") from None
+
+
+@contextmanager
+def atomic_path(final: Path):
+    """Yields a temporary path beside `final`; renamed onto it only when the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(final: Path):
+    """Yields a temporary folder beside `final`; it becomes `final` only when the block succeeds.
+
+    If another process created `final` meanwhile, its copy wins and ours is discarded.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

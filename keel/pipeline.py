@@ -1,0 +1,268 @@
+"""The stages of the training pipeline as plain functions of paths and ids.
+
+Prefect tasks (tasks/) call these and add retries and artifacts; tests call them directly.
+Each stage reads what it needs from disk or MLflow and returns small, JSON-friendly results.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from keel import settings, tracking
+from keel.config import AugmentConfig, TrainConfig, load_dataset_config
+from keel.datasets import DatasetVersion, ingest
+from keel.errors import DataValidationError
+from keel.validation import ValidationReport, validate_version
+
+
+def ingest_stage(dataset_config: str) -> dict:
+    """Stores (or reuses) the dataset version of the config's files."""
+    config = load_dataset_config(dataset_config)
+    started = time.perf_counter()
+    result = ingest(config)
+    meta = result.version.meta
+    return {
+        "dataset": config.name, "version": meta["version"], "version_dir": str(result.version.path),
+        "rows": meta["rows"], "reused": result.reused, "seconds": time.perf_counter() - started,
+        "evaluation_ids_sha256": meta.get("evaluation_ids_sha256"),
+    }
+
+
+def validation_docs_dir(dataset: str, version: str) -> Path:
+    return settings.reports_dir() / "validation" / dataset / version
+
+
+def validate_stage(dataset_config: str, version_dir: str) -> ValidationReport:
+    """Runs the expectation suite; raises DataValidationError (carrying the report) on failure."""
+    config = load_dataset_config(dataset_config)
+    version = DatasetVersion(Path(version_dir))
+    report = validate_version(version, config, validation_docs_dir(config.name, version.id))
+    if not report.success:
+        raise DataValidationError(f"data validation failed, training stopped:\n{report.summary()}", report)
+    return report
+
+
+def checkpoint_dir(dataset: str, version: str, train_config: TrainConfig) -> Path:
+    from keel.train import config_key
+
+    return settings.checkpoints_dir() / dataset / config_key(train_config, version)
+
+
+def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainConfig, fresh: bool = False) -> dict:
+    """An MLflow run for this training: the unfinished one of an interrupted identical run, else a new one."""
+    config = load_dataset_config(dataset_config)
+    version = DatasetVersion(Path(version_dir))
+    folder = checkpoint_dir(config.name, version.id, train_config)
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, f"keel-{config.name}")
+    marker = folder / "run.json"
+    if marker.exists():
+        run_id = json.loads(marker.read_text())["run_id"]
+        try:
+            run = client.get_run(run_id)
+        except Exception:
+            run = None
+        if run is not None and run.info.status != "FINISHED":
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "keel.resumed", "true")
+            return {"run_id": run_id, "experiment_id": experiment, "checkpoint_dir": str(folder), "resumed": True}
+        shutil.rmtree(folder)  # a finished run's leftovers: start over
+
+    run = client.create_run(experiment, run_name=f"{train_config.model}-{version.id[:8]}", tags={
+        "keel.dataset": config.name, "keel.dataset_version": version.id,
+        "keel.git_commit": tracking.git_commit(), "mlflow.source.name": "keel train",
+    })
+    run_id = run.info.run_id
+    client.log_batch(run_id, params=_params(train_config, config.name, version.id))
+    _log_dataset_input(client, run_id, version)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_id": run_id}))
+    return {"run_id": run_id, "experiment_id": experiment, "checkpoint_dir": str(folder), "resumed": False}
+
+
+def _params(train_config: TrainConfig, dataset: str, version: str) -> list:
+    from mlflow.entities import Param
+
+    flat = {"dataset": dataset, "dataset_version": version}
+    for key, value in train_config.model_dump().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return [Param(k, str(v)) for k, v in flat.items()]
+
+
+def _log_dataset_input(client, run_id: str, version: DatasetVersion) -> None:
+    """Records the dataset version as the run's MLflow dataset input (digest = version id)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = resolve_dataset_source(version.path.as_uri())
+    dataset = MetaDataset(source=source, name=version.name, digest=version.id)
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     tags=[InputTag("mlflow.data.context", "training")])])
+
+
+def augmentation_preview_stage(run_id: str, version_dir: str, augment: AugmentConfig, seed: int = 0, count: int = 32) -> str:
+    """A PNG grid of augmented training images, logged to the run; returns its path."""
+    from keel.augment import augment_batch
+    from keel.plots import image_grid
+    from keel.train import to_float
+
+    version = DatasetVersion(Path(version_dir))
+    rows = np.sort(version.indices("train")[:count // 2])
+    images = to_float(torch.from_numpy(np.asarray(version.images()[rows])).permute(0, 3, 1, 2).contiguous())
+    generator = torch.Generator().manual_seed(seed)
+    augmented = augment_batch(images, augment, generator)
+    # Each original above its augmented copy.
+    grid = torch.stack([images, augmented], dim=1).reshape(-1, *images.shape[1:]).numpy()
+    path = settings.reports_dir() / "runs" / run_id / "augmentation_grid.png"
+    image_grid(grid, path, columns=8)
+    tracking.client().log_artifact(run_id, str(path), artifact_path="augmentation")
+    return str(path)
+
+
+def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkpoint_folder: str,
+                progress: bool | None = None) -> dict:
+    """Trains (resuming from the folder's checkpoint), logs each epoch's metrics in one batch
+    call, the learning curves and the best weights; returns the path of the trained model."""
+    from mlflow.entities import Metric
+
+    from keel.plots import learning_curves
+    from keel.train import fit, select_device, set_threads, training_splits
+
+    set_threads()
+    client = tracking.client()
+    version = DatasetVersion(Path(version_dir))
+    device = select_device(train_config.device)
+    train, validation = training_splits(version, train_config, device)
+    folder = Path(checkpoint_folder)
+
+    def log_epoch(epoch: int, metrics: dict, _model) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+
+    result = fit(train, validation, len(version.meta["labels"]), train_config,
+                 checkpoint_path=folder / "last.pt", on_epoch_end=log_epoch, progress=progress)
+    client.log_batch(run_id, metrics=[
+        Metric("best_epoch", result.best_epoch, int(time.time() * 1000), 0),
+        Metric("train_seconds", result.train_seconds, int(time.time() * 1000), 0),
+    ])
+    client.set_tag(run_id, "keel.device", result.device)
+    client.set_tag(run_id, "keel.precision", result.precision)
+    curves = learning_curves(result.history, settings.reports_dir() / "runs" / run_id / "learning_curves.png")
+    client.log_artifact(run_id, str(curves), artifact_path="training")
+
+    model_path = folder / "model.pt"
+    image = version.meta["image"]
+    model_config = {
+        "architecture": train_config.model,
+        "image": image,
+        "labels": version.meta["labels"],
+        "class_names": version.meta["class_names"],
+        "label_column": version.meta["label_column"],
+        "pixel_columns": [f"pixel{i}" for i in range(1, image["height"] * image["width"] * image["channels"] + 1)],
+        "inference_precision": "auto",
+        "dataset": version.name,
+        "dataset_version": version.id,
+    }
+    torch.save({"state_dict": result.model.state_dict(), "model_config": model_config}, model_path)
+    return {
+        "model_path": str(model_path), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
+        "train_seconds": result.train_seconds, "device": result.device, "precision": result.precision,
+        "history": result.history,
+    }
+
+
+def load_trained(model_path: str):
+    """The model and its config saved by train_stage."""
+    from keel.models import build_model
+
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    config = saved["model_config"]
+    image = config["image"]
+    model = build_model(config["architecture"], image["channels"], image["height"], image["width"], len(config["labels"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.to(memory_format=torch.channels_last).eval(), config
+
+
+def evaluate_stage(run_id: str, version_dir: str, model_path: str) -> dict:
+    """Scores the evaluation split (and test files, if any); logs metrics and confusion matrices."""
+    from mlflow.entities import Metric
+
+    from keel.evaluate import classification_metrics
+    from keel.plots import confusion_matrix_png
+    from keel.train import load_split, predict_logits, select_device, select_precision
+
+    version = DatasetVersion(Path(version_dir))
+    model, config = load_trained(model_path)
+    device = select_device("auto")
+    precision = select_precision(config["inference_precision"], device)
+    model = model.to(device)
+    client = tracking.client()
+    out = {}
+    for part in ("evaluation", "test"):
+        indices = version.indices(part)
+        if not len(indices):
+            continue
+        split = load_split(version, indices, device)
+        predictions = predict_logits(model, split.images, device, precision).argmax(1).cpu().numpy()
+        metrics = classification_metrics(split.targets.cpu().numpy(), predictions, config["class_names"])
+        now = int(time.time() * 1000)
+        logged = [Metric(f"{part}_accuracy", metrics["accuracy"], now, 0), Metric(f"{part}_macro_f1", metrics["macro_f1"], now, 0)]
+        for row in metrics["per_class"]:
+            logged += [Metric(f"{part}_precision_{row['class']}", row["precision"], now, 0),
+                       Metric(f"{part}_recall_{row['class']}", row["recall"], now, 0)]
+        client.log_batch(run_id, metrics=logged)
+        folder = settings.reports_dir() / "runs" / run_id
+        png = confusion_matrix_png(np.array(metrics["confusion_matrix"]), config["class_names"],
+                                   folder / f"{part}_confusion_matrix.png", title=f"{part} split: confusion matrix")
+        client.log_artifact(run_id, str(png), artifact_path="evaluation")
+        client.log_dict(run_id, metrics, f"evaluation/{part}_metrics.json")
+        metrics["confusion_matrix_png"] = str(png)
+        out[part] = metrics
+    return out
+
+
+def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict, model_name: str | None = None) -> dict:
+    """Logs the pyfunc model, registers a version with tags, sets aliases, and closes the run."""
+    from keel.registry import assign_initial_aliases, log_pixel_classifier, register
+
+    version = DatasetVersion(Path(version_dir))
+    model, config = load_trained(model_path)
+    name = model_name or f"keel-{version.name}"
+    rows = np.sort(version.indices("evaluation")[:2])
+    pixels = np.asarray(version.images()[rows]).reshape(len(rows), -1)
+    import pandas as pd
+
+    example = pd.DataFrame(pixels.astype(np.int64), columns=config["pixel_columns"])
+    model_uri = log_pixel_classifier(run_id, model, config, example)
+    client = tracking.client()
+    evaluation = metrics.get("evaluation", {})
+    tags = {
+        "dataset": version.name,
+        "dataset_version": version.id,
+        "evaluation_ids_sha256": version.meta.get("evaluation_ids_sha256") or "",
+        "evaluation_accuracy": f"{evaluation.get('accuracy', float('nan')):.6f}",
+        "evaluation_macro_f1": f"{evaluation.get('macro_f1', float('nan')):.6f}",
+        "architecture": config["architecture"],
+        "git_commit": tracking.git_commit(),
+    }
+    number = register(client, model_uri, name, run_id, tags,
+                      description=f"{config['architecture']} on {version.name} {version.id}")
+    aliases = assign_initial_aliases(client, name, number)
+    client.set_terminated(run_id, "FINISHED")
+    # The run is complete: its resume state is no longer needed.
+    shutil.rmtree(Path(model_path).parent, ignore_errors=True)
+    return {"name": name, "version": number, "aliases": aliases, "model_uri": f"models:/{name}/{number}",
+            "run_id": run_id, "tags": tags}

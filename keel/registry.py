@@ -1,0 +1,144 @@
+"""Logging Keel models as MLflow pyfunc models and registering them.
+
+The logged model carries its preprocessing: MLflow's own loaders (`mlflow.pyfunc.load_model`,
+`mlflow models predict`, `spark_udf`) take raw pixel rows and return labels and probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+
+import keel
+from keel.models import build_model
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+class PixelClassifier(mlflow.pyfunc.PythonModel):
+    """Pixel rows (`pixel1..pixelN`, 0-255) in; label, class name, confidence and per-class probabilities out."""
+
+    def load_context(self, context):
+        from keel.train import select_device, select_precision
+
+        self.config = json.loads(Path(context.artifacts["model_config"]).read_text())
+        image = self.config["image"]
+        self.device = select_device("auto")
+        self.precision = select_precision(self.config.get("inference_precision", "auto"), self.device)
+        model = build_model(self.config["architecture"], image["channels"], image["height"], image["width"],
+                            len(self.config["labels"]))
+        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from keel.train import predict_logits
+
+        images = rows_to_images(model_input, self.config)
+        logits = predict_logits(self.model, images, self.device, self.precision)
+        return predictions_frame(torch.softmax(logits, dim=1).cpu().numpy(), self.config)
+
+
+def rows_to_images(frame: pd.DataFrame, config: dict) -> torch.Tensor:
+    """uint8 N x C x H x W images from pixel rows; a clear error names the bad column or row."""
+    columns = config["pixel_columns"]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"input rows lack pixel columns {shown}; send columns {columns[0]}..{columns[-1]}")
+    try:
+        pixels = frame[columns].to_numpy(dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"pixel columns must be numbers 0-255 ({exc})") from None
+    bad = np.isnan(pixels) | (pixels < 0) | (pixels > 255) | (pixels != np.round(pixels))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"row {row} column {columns[col]} holds {pixels[row, col]!r}; pixels must be whole numbers 0-255")
+    image = config["image"]
+    array = pixels.astype(np.uint8).reshape(len(frame), image["height"], image["width"], image["channels"])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def predictions_frame(probabilities: np.ndarray, config: dict) -> pd.DataFrame:
+    """One row per input: predicted raw label, class name, confidence, then prob_<class> columns."""
+    labels = np.asarray(config["labels"])
+    names = np.asarray(config["class_names"])
+    top = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
+    frame = pd.DataFrame({
+        "label": labels[top].astype(np.int64),
+        "class_name": names[top],
+        "confidence": probabilities.max(axis=1) if len(probabilities) else np.array([], dtype=np.float32),
+    })
+    probs = pd.DataFrame(probabilities, columns=[f"prob_{n}" for n in names], index=frame.index)
+    return pd.concat([frame, probs], axis=1)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow need not infer them slowly)."""
+    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "torchvision", "pandas", "numpy", "pydantic", "pyyaml")]
+
+
+def log_pixel_classifier(run_id: str, model: torch.nn.Module, model_config: dict, input_example: pd.DataFrame) -> str:
+    """Logs `model` as a pyfunc model in run `run_id` and returns its model URI."""
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.pt"
+        config_path = Path(tmp) / "model_config.json"
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+        config_path.write_text(json.dumps(model_config, indent=2))
+        example = input_example[model_config["pixel_columns"]].astype("float64")
+        classifier = PixelClassifier()
+        classifier.load_context(_Context({"weights": str(weights), "model_config": str(config_path)}))
+        signature = infer_signature(example, classifier.predict(None, example))
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=PixelClassifier(),
+                artifacts={"weights": str(weights), "model_config": str(config_path)},
+                code_paths=[str(Path(keel.__file__).parent)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
+    return info.model_uri
+
+
+class _Context:
+    """The slice of mlflow's PythonModelContext that PixelClassifier.load_context reads."""
+
+    def __init__(self, artifacts: dict):
+        self.artifacts = artifacts
+
+
+def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str], description: str = "") -> str:
+    """Registers `model_uri` as a new version of `name` and returns the version number."""
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        try:
+            client.create_registered_model(name, description="Keel pixel classifier")
+        except mlflow.exceptions.MlflowException:
+            pass  # created concurrently
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, description=description)
+    return str(version.version)
+
+
+def assign_initial_aliases(client, name: str, version: str) -> list[str]:
+    """Makes `version` the challenger, and the champion too when the model has none yet."""
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    aliases = [CHALLENGER]
+    try:
+        client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        aliases.append(CHAMPION)
+    return aliases

@@ -1,0 +1,19 @@
+"""Prefect task: evaluation-split metrics, logged to MLflow and shown as artifacts."""
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from keel.evaluate import metrics_markdown
+from keel.pipeline import evaluate_stage
+
+
+@task(name="evaluate", retries=1, retry_delay_seconds=5)
+def evaluate_model(run: dict, version: dict, trained: dict) -> dict:
+    """Accuracy, macro-F1 and per-class precision/recall for the evaluation split (and test files)."""
+    metrics = evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
+    for part, values in metrics.items():
+        create_markdown_artifact(key=f"{part}-metrics", markdown=metrics_markdown(f"{part} split", values),
+                                 description=f"{part} split metrics, run {run['run_id']}")
+        create_table_artifact(key=f"{part}-per-class", table=values["per_class"],
+                              description=f"{part} split per-class precision and recall")
+    return metrics

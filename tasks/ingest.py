@@ -1,0 +1,11 @@
+"""Prefect task: store the dataset version of a config's files."""
+
+from prefect import task
+
+from keel.pipeline import ingest_stage
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=5)
+def ingest_dataset(dataset_config: str) -> dict:
+    """The stored dataset version (path and id); reuses an identical one. Retried: sources may be remote."""
+    return ingest_stage(dataset_config)

@@ -1,0 +1,30 @@
+"""Prefect task: Great Expectations validation that stops the flow on bad data."""
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from keel.errors import DataValidationError
+from keel.pipeline import validate_stage
+
+
+@task(name="validate")
+def validate_dataset(dataset_config: str, version: dict) -> dict:
+    """The validation summary; raises (failing the flow before training) when an expectation fails."""
+    try:
+        report = validate_stage(dataset_config, version["version_dir"])
+    except DataValidationError as exc:
+        _publish(exc.report)
+        raise
+    _publish(report)
+    return {"success": report.success, "expectations": report.expectations, "rows": report.rows,
+            "docs_index": report.docs_index, "seconds": report.seconds}
+
+
+def _publish(report) -> None:
+    create_markdown_artifact(key="data-validation", markdown=report.markdown(),
+                             description=f"Great Expectations: {report.dataset} {report.version}")
+    if report.docs_index:
+        create_link_artifact(key="data-docs", link=Path(report.docs_index).as_uri(),
+                             link_text="Great Expectations Data Docs", description="Validation results as HTML")
