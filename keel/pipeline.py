@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,9 @@ def _log_dataset_input(client, run_id: str, version: DatasetVersion) -> None:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
-    source = resolve_dataset_source(version.path.as_uri())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow registers the local source twice and says so
+        source = resolve_dataset_source(version.path.as_uri())
     dataset = MetaDataset(source=source, name=version.name, digest=version.id)
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
                                                      tags=[InputTag("mlflow.data.context", "training")])])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -95,10 +96,13 @@ def log_pixel_classifier(run_id: str, model: torch.nn.Module, model_config: dict
         config_path = Path(tmp) / "model_config.json"
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
         config_path.write_text(json.dumps(model_config, indent=2))
-        example = input_example[model_config["pixel_columns"]].astype("float64")
+        # Pixels are integers 0-255: the signature says long, so CSV rows load as they are.
+        example = input_example[model_config["pixel_columns"]].astype("int64")
         classifier = PixelClassifier()
         classifier.load_context(_Context({"weights": str(weights), "model_config": str(config_path)}))
-        signature = infer_signature(example, classifier.predict(None, example))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ii]nteger column")
+            signature = infer_signature(example, classifier.predict(None, example))
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             info = mlflow.pyfunc.log_model(
                 name="model",

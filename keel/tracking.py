@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from keel import settings
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else a SQLite store inside mlruns/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{settings.mlruns_dir() / 'mlflow.db'}"
+# mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI for subprocesses; this remembers which
+# value Keel itself put there, so the embedded store is not mistaken for a user's server.
+_EMBEDDED_MARK = "KEEL_EMBEDDED_TRACKING_URI"
 
 
 def embedded() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+    """True unless the user pointed MLFLOW_TRACKING_URI at a store of their own."""
+    value = os.environ.get("MLFLOW_TRACKING_URI")
+    return not value or value == os.environ.get(_EMBEDDED_MARK)
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when the user set it, else a SQLite store inside mlruns/."""
+    if embedded():
+        return f"sqlite:///{settings.mlruns_dir() / 'mlflow.db'}"
+    return os.environ["MLFLOW_TRACKING_URI"]
 
 
 def client():
@@ -22,12 +32,14 @@ def client():
     import mlflow
     from mlflow import MlflowClient
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
     if embedded():
         settings.mlruns_dir().mkdir(parents=True, exist_ok=True)
+        os.environ[_EMBEDDED_MARK] = uri
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    # The model registry lives in the same store (MLflow's default registry URI).
+    return MlflowClient(tracking_uri=uri)
 
 
 def experiment_id(mlflow_client, name: str) -> str:
@@ -47,9 +59,9 @@ def experiment_id(mlflow_client, name: str) -> str:
 
 
 def git_commit() -> str:
-    """The commit of the working tree Keel runs from ("+dirty" when it has changes), or "unknown"."""
+    """The commit of the Keel checkout that runs ("+dirty" when it has changes), or "unknown"."""
     try:
-        cwd = settings.home()
+        cwd = Path(__file__).resolve().parents[1]
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
             return "unknown"

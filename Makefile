@@ -1,0 +1,35 @@
+# The commands the README names. `make run` and `make test` both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-unit test-flows bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Keel needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job: the training flow on the bundled Sign-MNIST data, default settings.
+run: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/keel train
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-flows: $(STAMP)
+	$(BIN)/python -m pytest tests/flows
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_sign_mnist.py
+
+clean:
+	rm -rf data/versions data/checkpoints reports mlruns/mlflow.db mlruns/artifacts

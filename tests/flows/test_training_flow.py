@@ -1,0 +1,105 @@
+"""The whole training flow on small real subsets of Sign-MNIST, through Prefect."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from flows.training import training_flow
+from keel import tracking
+from keel.config import TrainConfig
+from keel.errors import DataValidationError
+from tests.bad_data import CASES
+from tests.conftest import REPO, stratified_rows, write_dataset_config
+
+pytestmark = pytest.mark.flows
+
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=64)
+
+
+def _artifact_keys():
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts()}
+
+
+def test_flow_trains_evaluates_and_registers(keel_home, small_config, small_rows):
+    result = training_flow(dataset_config=str(small_config), train=ONE_EPOCH)
+    registered = result["registered"]
+    assert registered["name"] == "keel-sign-mnist-small" and registered["version"] == "1"
+    assert set(registered["aliases"]) == {"challenger", "champion"}
+    assert result["trained"]["epochs_run"] == 1
+    assert 0.0 <= result["metrics"]["evaluation"]["accuracy"] <= 1.0
+    assert result["validation"]["success"] and Path(result["validation"]["docs_index"]).exists()
+
+    client = tracking.client()
+    run = client.get_run(registered["run_id"])
+    assert run.info.status == "FINISHED"
+    assert {"evaluation_accuracy", "evaluation_macro_f1", "val_accuracy", "train_loss"} <= set(run.data.metrics)
+    artifacts = {a.path for d in ("augmentation", "training", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"augmentation/augmentation_grid.png", "training/learning_curves.png",
+            "evaluation/evaluation_confusion_matrix.png"} <= artifacts
+    model = mlflow.pyfunc.load_model("models:/keel-sign-mnist-small@challenger")
+    assert len(model.predict(small_rows.head(5))) == 5
+    assert {"data-validation", "data-docs", "evaluation-metrics", "evaluation-per-class", "registered-model"} <= _artifact_keys()
+
+    again = training_flow(dataset_config=str(small_config), train=ONE_EPOCH)
+    assert again["version"]["reused"] and again["registered"]["version"] == "2"
+    assert again["registered"]["aliases"] == ["challenger"]  # version 1 stays champion
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_flow_stops_on_bad_data_before_training(keel_home, tmp_path, small_rows, case):
+    writer, rule, example = CASES[case]
+    csv = tmp_path / f"{case}.csv"
+    writer(small_rows, csv)
+    config = write_dataset_config(tmp_path, csv, name=case)
+    with pytest.raises(DataValidationError) as caught:
+        training_flow(dataset_config=str(config), train=ONE_EPOCH)
+    report = caught.value.report
+    assert rule in report.summary() and example in report.summary()
+    assert Path(report.docs_index).exists()
+    client = tracking.client()
+    assert client.search_registered_models() == []
+    experiment = client.get_experiment_by_name(f"keel-{case}")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+
+
+def test_killed_run_resumes_where_it_stopped(keel_home, tmp_path, sign_mnist_rows):
+    """Kill the flow's process after its first epoch checkpoint; the next run resumes from it."""
+    rows = stratified_rows(sign_mnist_rows, 120)  # 2,880 rows: epochs long enough to kill between
+    csv = tmp_path / "resume.csv"
+    rows.to_csv(csv, index=False)
+    config = write_dataset_config(tmp_path, csv, name="resume")
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "KEEL_HOME": str(keel_home), "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
+    args = [sys.executable, "-m", "flows.training", "--dataset-config", str(config), "--epochs", "6", "--batch-size", "64"]
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        checkpoints = keel_home / "data" / "checkpoints" / "resume"
+        while not list(checkpoints.glob("*/last.pt")):
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        process.stderr.close()
+
+    result = training_flow(dataset_config=str(config), train=TrainConfig(epochs=6, batch_size=64))
+    trained = result["trained"]
+    assert 1 <= trained["resumed_from_epoch"] < 6
+    assert trained["epochs_run"] == 6 or trained["stopped_early"]
+    run_id = result["registered"]["run_id"]
+    client = tracking.client()
+    assert client.get_run(run_id).data.tags["keel.resumed"] == "true"
+    steps = [m.step for m in client.get_metric_history(run_id, "val_accuracy")]
+    assert steps == list(range(1, trained["epochs_run"] + 1))  # each epoch logged once, in one run

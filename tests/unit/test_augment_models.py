@@ -1,0 +1,59 @@
+import numpy as np
+import torch
+
+from keel.augment import augment_batch
+from keel.config import AugmentConfig
+from keel.models import Dropout, build_model
+
+
+def _images(n=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 28, 28, generator=g)
+
+
+def test_augmentation_keeps_shape_and_range_and_is_seeded():
+    x = _images()
+    a = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    b = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, x)
+
+
+def test_zero_strength_augmentation_is_the_identity():
+    x = _images()
+    still = AugmentConfig(rotation_degrees=0, crop_scale_min=1, crop_scale_max=1, brightness=0, contrast=0)
+    torch.testing.assert_close(augment_batch(x, still), x, atol=1e-5, rtol=0)
+    assert augment_batch(x, AugmentConfig(enabled=False)) is x
+
+
+def test_horizontal_flip_is_off_by_default_and_flips_when_on():
+    x = _images(64)
+    flip_only = AugmentConfig(rotation_degrees=0, crop_scale_min=1, crop_scale_max=1, brightness=0, contrast=0,
+                              horizontal_flip=True)
+    out = augment_batch(x, flip_only, torch.Generator().manual_seed(0))
+    flipped = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x)]
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x)]
+    assert all(f or s for f, s in zip(flipped, same)) and 10 < sum(flipped) < 54
+    assert AugmentConfig().horizontal_flip is False
+
+
+def test_dropout_drops_p_and_rescales():
+    d = Dropout(0.2)
+    y = d(torch.ones(400, 1000))
+    assert abs((y == 0).float().mean().item() - 0.2) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01
+    d.eval()
+    x = torch.randn(3, 4)
+    assert d(x) is x
+    cl = torch.ones(8, 5, 3, 3).contiguous(memory_format=torch.channels_last)
+    d.train()
+    assert d(cl).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_architectures_give_one_logit_per_class():
+    x = _images(4)
+    for name in ("mlp", "cnn", "cnn-wide"):
+        assert build_model(name, 1, 28, 28, 24)(x).shape == (4, 24)
+    mlp_sizes = [p.shape for p in build_model("mlp", 1, 28, 28, 10).parameters()]
+    assert mlp_sizes[0] == (512, 784) and mlp_sizes[2] == (512, 512)
