@@ -38,6 +38,9 @@ def training_flow(
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    import sys
 
-    raise SystemExit(main(["train", *__import__("sys").argv[1:]]))
+    from flows.cli import entry
+
+    sys.argv.insert(1, "train")
+    entry()

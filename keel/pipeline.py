@@ -159,6 +159,7 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
     client.log_batch(run_id, metrics=[
         Metric("best_epoch", result.best_epoch, int(time.time() * 1000), 0),
         Metric("train_seconds", result.train_seconds, int(time.time() * 1000), 0),
+        Metric("loop_seconds", result.loop_seconds, int(time.time() * 1000), 0),
     ])
     client.set_tag(run_id, "keel.device", result.device)
     client.set_tag(run_id, "keel.precision", result.precision)
@@ -182,7 +183,7 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
     return {
         "model_path": str(model_path), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
-        "train_seconds": result.train_seconds, "device": result.device, "precision": result.precision,
+        "train_seconds": result.train_seconds, "loop_seconds": result.loop_seconds, "device": result.device, "precision": result.precision,
         "history": result.history,
     }
 

@@ -110,7 +110,8 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     stopped_early: bool
-    train_seconds: float
+    train_seconds: float  # the epochs' training passes alone
+    loop_seconds: float  # the whole epoch loop: training, validation passes, checkpoints
     resumed_from_epoch: int
     device: str
     precision: str
@@ -181,6 +182,7 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         state["extra"].update(extra or {})
         resumed_from = state["epoch"]
 
+    loop_started = time.perf_counter()
     done = state["stopped_early"] or state["epoch"] >= config.epochs
     while not done:
         epoch = state["epoch"] + 1
@@ -235,11 +237,13 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, model)
 
+    state["loop_seconds"] = state.get("loop_seconds", 0.0) + time.perf_counter() - loop_started
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return TrainResult(
         model=model, history=state["history"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
         stopped_early=state["stopped_early"], train_seconds=state["train_seconds"],
+        loop_seconds=state["loop_seconds"],
         resumed_from_epoch=resumed_from, device=str(device), precision=precision, extra=state["extra"])
 
 
