@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import struct
 from dataclasses import dataclass
@@ -411,9 +410,3 @@ def class_indices(labels: np.ndarray, configured: list[int]) -> np.ndarray:
     """Raw label values mapped to class indices (the configured labels in sorted order)."""
     lookup = {label: i for i, label in enumerate(configured)}
     return np.array([lookup[int(v)] for v in labels], dtype=np.int64) if len(labels) else np.array([], dtype=np.int64)
-
-
-def read_pixel_rows(path: str) -> pd.DataFrame:
-    """A small CSV of pixel rows as a DataFrame (used by tests and the pyfunc examples)."""
-    data = decompress(path, read_bytes(path))
-    return pd.read_csv(io.BytesIO(data))

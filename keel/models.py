@@ -44,19 +44,22 @@ class Dropout(nn.Module):
 class ConvBlock(nn.Sequential):
     """The course's block: 3x3 conv, batch-norm, ReLU, dropout, 2x2 max-pool.
 
-    The course writes Dropout(0) in two blocks; that is the identity, so it is left out (on
-    the CPU, a zero dropout still draws a random mask: a fifth of the step time).
+    Two equivalences make it cheaper on the CPU without changing what it computes:
+    - the course writes Dropout(0) in two blocks; that is the identity, so it is left out
+      (a zero dropout still draws a random mask);
+    - without dropout in between, ReLU and max-pool commute (both are monotone), so the ReLU
+      runs after the pool, on a quarter of the values (~6 % of a training step).
     """
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float):
         layers = [
             nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(),
         ]
         if dropout > 0:
-            layers.append(Dropout(dropout))
-        layers.append(nn.MaxPool2d(2, stride=2))
+            layers += [nn.ReLU(), Dropout(dropout), nn.MaxPool2d(2, stride=2)]
+        else:
+            layers += [nn.MaxPool2d(2, stride=2), nn.ReLU()]
         super().__init__(*layers)
 
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -115,7 +115,6 @@ class TrainResult:
     resumed_from_epoch: int
     device: str
     precision: str
-    extra: dict = field(default_factory=dict)
 
 
 def config_key(config: TrainConfig, dataset_version: str) -> str:
@@ -149,11 +148,11 @@ EpochCallback = Callable[[int, dict, nn.Module], None]
 
 def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: TrainConfig,
         checkpoint_path: Path | None = None, on_epoch_end: EpochCallback | None = None,
-        extra: dict | None = None, progress: bool | None = None) -> TrainResult:
+        progress: bool | None = None) -> TrainResult:
     """Trains `config.model` and returns the best epoch's weights.
 
     With `checkpoint_path`, the whole state (weights, optimizer, schedule, random generators,
-    history, early-stopping counters, `extra`) is written atomically after every epoch, and a
+    history, early-stopping counters) is written atomically after every epoch, and a
     call that finds an unfinished checkpoint there resumes after its last completed epoch.
     """
     device = train.images.device
@@ -169,7 +168,7 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
     generator = torch.Generator(device=device).manual_seed(config.seed)
 
     state = {"epoch": 0, "history": [], "best_score": (-1.0, 0.0), "best_epoch": 0, "best_state": None,
-             "bad_epochs": 0, "stopped_early": False, "extra": dict(extra or {}), "train_seconds": 0.0}
+             "bad_epochs": 0, "stopped_early": False, "train_seconds": 0.0}
     resumed_from = 0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -179,7 +178,6 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         generator.set_state(saved["generator"].to("cpu") if device.type == "cpu" else saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
-        state["extra"].update(extra or {})
         resumed_from = state["epoch"]
 
     loop_started = time.perf_counter()
@@ -244,7 +242,7 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         model=model, history=state["history"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
         stopped_early=state["stopped_early"], train_seconds=state["train_seconds"],
         loop_seconds=state["loop_seconds"],
-        resumed_from_epoch=resumed_from, device=str(device), precision=precision, extra=state["extra"])
+        resumed_from_epoch=resumed_from, device=str(device), precision=precision)
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, generator, state: dict) -> None:
@@ -258,14 +256,6 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, generator, state: d
             "torch_rng": torch.get_rng_state(),
             "state": state,
         }, tmp)
-
-
-def read_checkpoint_extra(path: Path) -> dict | None:
-    """The `extra` dict saved in a checkpoint (e.g. the MLflow run id), or None without one."""
-    if not Path(path).exists():
-        return None
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    return saved["state"].get("extra", {})
 
 
 def set_threads() -> None:

@@ -96,7 +96,7 @@ class ValidationReport:
         return asdict(self)
 
 
-def _expectations(config: DatasetConfig, rows: int) -> dict[str, list]:
+def _expectations(config: DatasetConfig) -> dict[str, list]:
     """The suite, one list of GX expectations per batch, with the rule each states in words."""
     import great_expectations.expectations as gxe
 
@@ -176,7 +176,7 @@ def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: P
         "rows": profile,
         "classes": class_table(profile, config),
     }
-    suites = _expectations(config, len(profile))
+    suites = _expectations(config)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)

@@ -57,3 +57,19 @@ def test_architectures_give_one_logit_per_class():
         assert build_model(name, 1, 28, 28, 24)(x).shape == (4, 24)
     mlp_sizes = [p.shape for p in build_model("mlp", 1, 28, 28, 10).parameters()]
     assert mlp_sizes[0] == (512, 784) and mlp_sizes[2] == (512, 512)
+
+
+def test_conv_block_matches_the_course_order():
+    """Pool-then-ReLU (and no Dropout(0)) computes exactly what the course's block computes."""
+    from torch import nn
+
+    from keel.models import ConvBlock
+
+    torch.manual_seed(0)
+    block = ConvBlock(1, 25, 0.0).eval()
+    course = nn.Sequential(block[0], block[1], nn.ReLU(), nn.Dropout(0.0), nn.MaxPool2d(2, stride=2)).eval()
+    x = torch.randn(8, 1, 28, 28, requires_grad=True)
+    torch.testing.assert_close(block(x), course(x))
+    grad_ours = torch.autograd.grad(block(x).sum(), x)[0]
+    grad_course = torch.autograd.grad(course(x).sum(), x)[0]
+    torch.testing.assert_close(grad_ours, grad_course)
