@@ -50,7 +50,7 @@ class TemporaryPrefectAPI:
     def serving(self, timeout: float = 60.0):
         """Runs the block against this server, or against the configured API if a Prefect
         profile names one (then this server is stopped unused)."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         if self.process is None or PREFECT_API_URL.value():
             self.stop()
@@ -58,7 +58,9 @@ class TemporaryPrefectAPI:
             return
         try:
             self._wait_until_healthy(timeout)
-            with temporary_settings(updates={PREFECT_API_URL: self.url}):
+            # Heartbeats let a server notice crashed runs; this server ends with the process,
+            # and joining the heartbeat thread costs ~1 s at the end of every flow.
+            with temporary_settings(updates={PREFECT_API_URL: self.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
                 try:
                     yield
                 finally:

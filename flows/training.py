@@ -12,7 +12,7 @@ from tasks.augment import preview_augmentation
 from tasks.evaluate import evaluate_model
 from tasks.ingest import ingest_dataset
 from tasks.register import register_model
-from tasks.train import start_run, train_model
+from tasks.train import prepare_tracking, start_run, train_model
 from tasks.validate import validate_dataset
 
 DEFAULT_DATASET_CONFIG = "conf/datasets/sign-mnist.yaml"
@@ -26,9 +26,11 @@ def training_flow(
     model_name: str | None = None,
 ) -> dict:
     """Trains, evaluates and registers a model on the dataset the YAML config describes."""
+    # Opening the tracking store (a first run creates its tables) overlaps ingest and validation.
+    tracking_ready = prepare_tracking.submit(dataset_config)
     version = ingest_dataset(dataset_config)
     validation = validate_dataset(dataset_config, version)
-    run = start_run(dataset_config, version, train, fresh)
+    run = start_run(dataset_config, version, train, fresh, wait_for=[tracking_ready])
     preview_augmentation(run, version, train.augment, train.seed)
     trained = train_model(run, version, train)
     metrics = evaluate_model(run, version, trained)

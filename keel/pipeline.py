@@ -55,6 +55,13 @@ def checkpoint_dir(dataset: str, version: str, train_config: TrainConfig) -> Pat
     return settings.checkpoints_dir() / dataset / config_key(train_config, version)
 
 
+def prepare_tracking_stage(dataset_config: str) -> str:
+    """Opens the tracking store (creating its tables on first use) and the dataset's
+    experiment; returns the experiment id. Cheap when they exist."""
+    config = load_dataset_config(dataset_config)
+    return tracking.experiment_id(tracking.client(), f"keel-{config.name}")
+
+
 def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainConfig, fresh: bool = False) -> dict:
     """An MLflow run for this training: the unfinished one of an interrupted identical run, else a new one."""
     config = load_dataset_config(dataset_config)

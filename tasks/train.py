@@ -3,7 +3,13 @@
 from prefect import task
 
 from keel.config import TrainConfig
-from keel.pipeline import start_run_stage, train_stage
+from keel.pipeline import prepare_tracking_stage, start_run_stage, train_stage
+
+
+@task(name="prepare-tracking", retries=2, retry_delay_seconds=5)
+def prepare_tracking(dataset_config: str) -> str:
+    """The MLflow experiment id; opens (on first use, creates) the tracking store."""
+    return prepare_tracking_stage(dataset_config)
 
 
 @task(name="start-run", retries=2, retry_delay_seconds=5)
