@@ -32,20 +32,49 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint of an interrupted identical run and start over")
     train.add_argument("--resume", action="store_true", help="resume an interrupted identical run (the default; kept for clarity)")
     train.add_argument("--model-name", default=None, help="registered model name (default keel-<dataset>)")
+    train.add_argument("--floor", type=float, default=0.9, help="promotion: minimum evaluation accuracy")
+    train.add_argument("--margin", type=float, default=0.001, help="promotion: accuracy gain over the champion required")
+    train.add_argument("--max-recall-drop", type=float, default=0.02,
+                       help="promotion: largest allowed fall of any class's recall against the champion")
+
+    predict = commands.add_parser("predict", help="score pixel-row files with a registered model",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    predict.add_argument("--model", required=True, help="NAME (= NAME@champion), NAME@alias or NAME/version")
+    predict.add_argument("--input", required=True, help="a CSV (gz or not) or parquet file, or a folder of them")
+    predict.add_argument("--output", required=True, help="the predictions file to write")
+    predict.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+    predict.add_argument("--id-column", default="id", help="column that identifies rows (row numbers when absent)")
+    predict.add_argument("--force", action="store_true", help="recompute even if this input was scored by this model version")
+
+    models = commands.add_parser("models", help="list a model's versions, metrics, aliases and alias history")
+    models.add_argument("name")
+
+    promote = commands.add_parser("promote", help="make a version champion on purpose (recorded as an override)")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True)
+
+    rollback = commands.add_parser("rollback", help="make the previous champion champion again")
+    rollback.add_argument("name")
+    rollback.add_argument("--reason", default="rollback")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "train":
-        return _train(args)
-    return 2
+    commands = {"train": _train, "predict": _predict, "models": _models, "promote": _promote, "rollback": _rollback}
+    try:
+        return commands[args.command](args)
+    except KeelError as exc:
+        print(f"keel {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _train(args) -> int:
     from pydantic import ValidationError
 
     from keel.config import AugmentConfig, TrainConfig
+    from keel.promotion import PromotionPolicy
 
     try:
         train = TrainConfig(
@@ -53,6 +82,7 @@ def _train(args) -> int:
             patience=args.patience, seed=args.seed, device=args.device, precision=args.precision,
             augment=AugmentConfig(enabled=not args.no_augment, horizontal_flip=args.horizontal_flip),
         )
+        promotion = PromotionPolicy(floor=args.floor, margin=args.margin, max_recall_drop=args.max_recall_drop)
     except ValidationError as exc:
         print(f"keel train: invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
@@ -72,7 +102,7 @@ def _train(args) -> int:
 
         with api.serving():
             result = training_flow(dataset_config=args.dataset_config, train=train, fresh=args.fresh,
-                                   model_name=args.model_name)
+                                   model_name=args.model_name, promotion=promotion)
     except DataValidationError as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 1
@@ -82,6 +112,75 @@ def _train(args) -> int:
     finally:
         api.stop()
     print(summary(result, time.perf_counter() - started))
+    return 0
+
+
+def _predict(args) -> int:
+    from keel.predict import exit_code
+
+    api = TemporaryPrefectAPI().start()
+    try:
+        from flows.batch_predict import batch_predict_flow
+
+        with api.serving():
+            result = batch_predict_flow(model=args.model, input_path=args.input, output=args.output,
+                                        format=args.format, force=args.force, id_column=args.id_column)
+    finally:
+        api.stop()
+    print(result["text"])
+    return 1 if result["rows_rejected"] else 0
+
+
+def _models(args) -> int:
+    from keel import tracking
+    from keel.promotion import history
+
+    client = tracking.client()
+    try:
+        versions = client.search_model_versions(f"name='{args.name}'")
+    except Exception as exc:
+        raise KeelError(f"cannot list {args.name}: {exc}") from None
+    if not versions:
+        raise KeelError(f"no registered model {args.name}; `keel train` registers one")
+    aliases: dict[str, list[str]] = {}
+    for alias, number in client.get_registered_model(args.name).aliases.items():
+        aliases.setdefault(str(number), []).append(alias)
+    print(f"{'version':>7}  {'created (UTC)':19}  {'accuracy':>8}  {'macro-F1':>8}  {'dataset version':16}  aliases / verdict")
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mv.creation_timestamp / 1000))
+        tags = mv.tags
+        print(f"{mv.version:>7}  {created:19}  {tags.get('evaluation_accuracy', '')[:8]:>8}  "
+              f"{tags.get('evaluation_macro_f1', '')[:8]:>8}  {tags.get('dataset_version', ''):16}  "
+              f"{', '.join(sorted(aliases.get(str(mv.version), []))) or '-'}  {tags.get('keel.verdict', '')}")
+    print("\nalias history (oldest first):")
+    for event in history(client, args.name):
+        print(f"  {event['time'][:19]}  {event['alias']:10}  v{event.get('from') or '-'} -> v{event['to']}  "
+              f"[{event['kind']}] by {event['actor']}: {event['reason']}")
+    return 0
+
+
+def _promote(args) -> int:
+    from keel import tracking
+    from keel.promotion import CHAMPION, current_version, move_alias
+
+    client = tracking.client()
+    try:
+        client.get_model_version(args.name, args.version)
+    except Exception:
+        raise KeelError(f"{args.name} has no version {args.version}; see `keel models {args.name}`") from None
+    event = move_alias(client, args.name, CHAMPION, args.version, current_version(client, args.name, CHAMPION),
+                       "override", args.reason)
+    client.set_model_version_tag(args.name, args.version, "keel.verdict", f"promoted by override: {args.reason}")
+    print(f"{args.name}@champion: v{event['from'] or '-'} -> v{event['to']} (override by {event['actor']}: {args.reason})")
+    return 0
+
+
+def _rollback(args) -> int:
+    from keel import tracking
+    from keel.promotion import rollback
+
+    event = rollback(tracking.client(), args.name, args.reason)
+    print(f"{args.name}@champion: v{event['from']} -> v{event['to']} (rollback by {event['actor']}: {args.reason})")
     return 0
 
 
@@ -104,7 +203,8 @@ def summary(result: dict, seconds: float) -> str:
         test = result["metrics"]["test"]
         lines.append(f"test      accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {test['rows']} rows")
     lines += [
-        f"model     {registered['model_uri']} (aliases: {', '.join(registered['aliases'])}), run {registered['run_id']}",
+        f"model     {registered['model_uri']} (challenger), run {registered['run_id']}",
+        f"verdict   {result['verdict']['text']}",
         f"total     {seconds:.1f} s ({seconds - trained['loop_seconds']:.1f} s outside the training loop)",
     ]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The training flow: ingest -> validate -> (run) -> augmentation preview -> train -> evaluate -> register.
+"""The training flow: ingest -> validate -> (run) -> augmentation preview -> train -> evaluate
+-> register (as challenger) -> promote (the champion/challenger gate).
 
 Run it as `keel train` or `python -m flows.training` (same options).
 """
@@ -8,9 +9,11 @@ from __future__ import annotations
 from prefect import flow
 
 from keel.config import TrainConfig
+from keel.promotion import PromotionPolicy
 from tasks.augment import preview_augmentation
 from tasks.evaluate import evaluate_model
 from tasks.ingest import ingest_dataset
+from tasks.promote import promote_model
 from tasks.register import register_model
 from tasks.train import prepare_tracking, start_run, train_model
 from tasks.validate import validate_dataset
@@ -24,6 +27,7 @@ def training_flow(
     train: TrainConfig = TrainConfig(),
     fresh: bool = False,
     model_name: str | None = None,
+    promotion: PromotionPolicy = PromotionPolicy(),
 ) -> dict:
     """Trains, evaluates and registers a model on the dataset the YAML config describes."""
     # Opening the tracking store (a first run creates its tables) overlaps ingest and validation.
@@ -35,8 +39,9 @@ def training_flow(
     trained = train_model(run, version, train)
     metrics = evaluate_model(run, version, trained)
     registered = register_model(run, version, trained, metrics, model_name)
+    verdict = promote_model(version, registered, metrics, promotion)
     return {"version": version, "validation": validation, "run": run, "trained": trained,
-            "metrics": metrics, "registered": registered}
+            "metrics": metrics, "registered": registered, "verdict": verdict}
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "
     else:
         labels = pd.Series([None] * n, dtype=object)
 
-    matrix, non_numeric = _pixel_matrix(table, pixel_names)
+    matrix, non_numeric = pixel_matrix(table, pixel_names)
     profile = _profile(matrix, non_numeric, pixel_names, labels, name, split)
     shape_ok = header == config.expected_columns
     return ParsedTable(header, labels, matrix if shape_ok else None, profile)
@@ -102,7 +102,7 @@ def _arrow_reason(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0]
 
 
-def _pixel_matrix(table: pa.Table, names: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+def pixel_matrix(table: pa.Table, names: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Pixels as an N x P array: int16 when clean, else float32 with NaN for null/non-numeric."""
     n = table.num_rows
     columns = [table.column(c) for c in names]

@@ -195,15 +195,17 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
     }
 
 
-def load_trained(model_path: str):
-    """The model and its config saved by train_stage."""
-    from keel.models import build_model
+def load_trained(model_path: str, for_inference: bool = False):
+    """The model and its config saved by train_stage (as served, when `for_inference`)."""
+    from keel.models import build_model, inference_model
 
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     config = saved["model_config"]
     image = config["image"]
     model = build_model(config["architecture"], image["channels"], image["height"], image["width"], len(config["labels"]))
     model.load_state_dict(saved["state_dict"])
+    if for_inference:
+        model = inference_model(model)
     return model.to(memory_format=torch.channels_last).eval(), config
 
 
@@ -216,7 +218,7 @@ def evaluate_stage(run_id: str, version_dir: str, model_path: str) -> dict:
     from keel.train import load_split, predict_logits, select_device, select_precision
 
     version = DatasetVersion(Path(version_dir))
-    model, config = load_trained(model_path)
+    model, config = load_trained(model_path, for_inference=True)  # scored exactly as it will be served
     device = select_device("auto")
     precision = select_precision(config["inference_precision"], device)
     model = model.to(device)
@@ -246,19 +248,25 @@ def evaluate_stage(run_id: str, version_dir: str, model_path: str) -> dict:
 
 
 def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict, model_name: str | None = None) -> dict:
-    """Logs the pyfunc model, registers a version with tags, sets aliases, and closes the run."""
-    from keel.registry import assign_initial_aliases, log_pixel_classifier, register
+    """Logs the pyfunc model, registers a version with tags, makes it the challenger, closes the run."""
+    from keel.promotion import CHALLENGER, current_version, move_alias
+    from keel.registry import log_pixel_classifier, register
 
     version = DatasetVersion(Path(version_dir))
-    model, config = load_trained(model_path)
     name = model_name or f"keel-{version.name}"
+    client = tracking.client()
+    done = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if done:  # a retry after the version was registered: nothing to do twice
+        mv = done[0]
+        return {"name": name, "version": str(mv.version), "model_uri": f"models:/{name}/{mv.version}",
+                "run_id": run_id, "tags": dict(mv.tags)}
+    model, config = load_trained(model_path)
     rows = np.sort(version.indices("evaluation")[:2])
     pixels = np.asarray(version.images()[rows]).reshape(len(rows), -1)
     import pandas as pd
 
     example = pd.DataFrame(pixels.astype(np.int64), columns=config["pixel_columns"])
     model_uri = log_pixel_classifier(run_id, model, config, example)
-    client = tracking.client()
     evaluation = metrics.get("evaluation", {})
     tags = {
         "dataset": version.name,
@@ -271,9 +279,61 @@ def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict
     }
     number = register(client, model_uri, name, run_id, tags,
                       description=f"{config['architecture']} on {version.name} {version.id}")
-    aliases = assign_initial_aliases(client, name, number)
+    move_alias(client, name, CHALLENGER, number, current_version(client, name, CHALLENGER),
+               "registered", f"new version from run {run_id}")
     client.set_terminated(run_id, "FINISHED")
     # The run is complete: its resume state is no longer needed.
     shutil.rmtree(Path(model_path).parent, ignore_errors=True)
-    return {"name": name, "version": number, "aliases": aliases, "model_uri": f"models:/{name}/{number}",
-            "run_id": run_id, "tags": tags}
+    return {"name": name, "version": number, "model_uri": f"models:/{name}/{number}", "run_id": run_id, "tags": tags}
+
+
+def score_registered_on_split(model_uri: str, version_dir: str, part: str = "evaluation") -> dict:
+    """classification_metrics of a registered model on a split of a dataset version."""
+    from keel.evaluate import classification_metrics
+    from keel.registry import load_registered
+    from keel.train import load_split, predict_logits
+
+    version = DatasetVersion(Path(version_dir))
+    classifier = load_registered(model_uri)
+    if classifier.config["class_names"] != version.meta["class_names"]:
+        raise ValueError(f"{model_uri} predicts classes {classifier.config['class_names']}, "
+                         f"not the dataset's {version.meta['class_names']}")
+    split = load_split(version, version.indices(part), classifier.device)
+    logits = predict_logits(classifier.model, split.images, classifier.device, classifier.precision)
+    return classification_metrics(split.targets.cpu().numpy(), logits.argmax(1).cpu().numpy(), version.meta["class_names"])
+
+
+def promote_stage(version_dir: str, name: str, version: str, metrics: dict, policy, attempts: int = 3) -> dict:
+    """The gate: scores the current champion on this run's evaluation split, compares, and
+    moves `champion` to `version` (compare-and-set) when the challenger wins. Returns the verdict."""
+    from keel.promotion import CHAMPION, AliasConflict, current_version, decide, move_alias
+
+    client = tracking.client()
+    dataset = DatasetVersion(Path(version_dir))
+    challenger = metrics["evaluation"]
+    for _ in range(attempts):
+        champion_version = current_version(client, name, CHAMPION)
+        champion = None
+        if champion_version is not None and champion_version != str(version):
+            try:
+                champion = score_registered_on_split(f"models:/{name}/{champion_version}", version_dir)
+            except ValueError as exc:
+                verdict = decide(challenger, None, policy, str(version), None)
+                verdict.promote = False
+                verdict.reasons.append(f"champion v{champion_version} cannot be compared: {exc}")
+                break
+        verdict = decide(challenger, champion, policy, str(version), champion_version)
+        verdict.evaluation_ids_sha256 = dataset.meta.get("evaluation_ids_sha256")
+        if not verdict.promote:
+            break
+        try:
+            move_alias(client, name, CHAMPION, str(version), champion_version, "gate", verdict.text())
+            break
+        except AliasConflict:
+            continue  # another promotion won the race: decide again against the new champion
+    else:
+        verdict.promote = False
+        verdict.reasons.append(f"the champion kept moving; gave up after {attempts} attempts")
+    client.set_model_version_tag(name, str(version), "keel.verdict", verdict.text())
+    client.set_model_version_tag(name, str(version), "keel.promoted", str(verdict.promote).lower())
+    return verdict.to_dict() | {"text": verdict.text(), "name": name, "version": str(version)}

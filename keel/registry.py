@@ -18,10 +18,7 @@ import pandas as pd
 import torch
 
 import keel
-from keel.models import build_model
-
-CHALLENGER = "challenger"
-CHAMPION = "champion"
+from keel.models import build_model, inference_model
 
 
 class PixelClassifier(mlflow.pyfunc.PythonModel):
@@ -38,7 +35,7 @@ class PixelClassifier(mlflow.pyfunc.PythonModel):
                             len(self.config["labels"]))
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.model = inference_model(model).to(self.device).to(memory_format=torch.channels_last)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from keel.train import predict_logits
@@ -136,13 +133,6 @@ def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str
     return str(version.version)
 
 
-def assign_initial_aliases(client, name: str, version: str) -> list[str]:
-    """Makes `version` the challenger, and the champion too when the model has none yet."""
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    aliases = [CHALLENGER]
-    try:
-        client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        aliases.append(CHAMPION)
-    return aliases
+def load_registered(model_uri: str) -> PixelClassifier:
+    """The PixelClassifier of a registered model (its torch model, device and config loaded)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()

@@ -13,7 +13,7 @@ def register_model(run: dict, version: dict, trained: dict, metrics: dict, model
     create_markdown_artifact(
         key="registered-model",
         markdown=(f"# Registered `{registered['name']}` version {registered['version']}\n\n"
-                  f"aliases: {', '.join(registered['aliases'])}; run `{registered['run_id']}`\n\n"
+                  f"alias: challenger; run `{registered['run_id']}`\n\n"
                   + "\n".join(f"- {k}: `{v}`" for k, v in registered["tags"].items())),
         description="MLflow model registry")
     return registered

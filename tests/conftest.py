@@ -70,3 +70,32 @@ def small_config(tmp_path, small_rows) -> Path:
 
 def images_of(frame: pd.DataFrame) -> np.ndarray:
     return frame.drop(columns=["label"]).to_numpy(dtype=np.uint8).reshape(-1, 28, 28, 1)
+
+
+@pytest.fixture(scope="session")
+def registered_model(tmp_path_factory, small_rows):
+    """A model trained 1 epoch on the 480-row subset and registered (v1, champion) in its own
+    embedded store. KEEL_HOME points at that store for the whole session unless a test sets
+    its own with `keel_home`."""
+    from keel import pipeline
+    from keel.config import TrainConfig
+    from keel.promotion import PromotionPolicy
+
+    home = tmp_path_factory.mktemp("registry-home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KEEL_HOME", str(home))
+    csv = home / "small.csv"
+    small_rows.to_csv(csv, index=False)
+    config = write_dataset_config(home, csv)
+    version = pipeline.ingest_stage(str(config))
+    train = TrainConfig(epochs=1, batch_size=64)
+    run = pipeline.start_run_stage(str(config), version["version_dir"], train)
+    trained = pipeline.train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"], progress=False)
+    model, _ = pipeline.load_trained(trained["model_path"], for_inference=True)
+    metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
+    registered = pipeline.register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics)
+    verdict = pipeline.promote_stage(version["version_dir"], registered["name"], registered["version"], metrics,
+                                     PromotionPolicy(floor=0.0))
+    yield {"home": home, "config": config, "version": version, "registered": registered, "model": model,
+           "metrics": metrics, "verdict": verdict}
+    patch.undo()

@@ -14,6 +14,7 @@ from flows.training import training_flow
 from keel import tracking
 from keel.config import TrainConfig
 from keel.errors import DataValidationError
+from keel.promotion import PromotionPolicy, current_version, history
 from tests.bad_data import CASES
 from tests.conftest import REPO, stratified_rows, write_dataset_config
 
@@ -29,11 +30,12 @@ def _artifact_keys():
         return {a.key for a in client.read_artifacts()}
 
 
-def test_flow_trains_evaluates_and_registers(keel_home, small_config, small_rows):
-    result = training_flow(dataset_config=str(small_config), train=ONE_EPOCH)
+def test_flow_trains_evaluates_registers_and_promotes(keel_home, small_config, small_rows):
+    any_accuracy = PromotionPolicy(floor=0.0)
+    result = training_flow(dataset_config=str(small_config), train=ONE_EPOCH, promotion=any_accuracy)
     registered = result["registered"]
     assert registered["name"] == "keel-sign-mnist-small" and registered["version"] == "1"
-    assert set(registered["aliases"]) == {"challenger", "champion"}
+    assert result["verdict"]["promote"] and "no champion yet" in result["verdict"]["text"]
     assert result["trained"]["epochs_run"] == 1
     assert 0.0 <= result["metrics"]["evaluation"]["accuracy"] <= 1.0
     assert result["validation"]["success"] and Path(result["validation"]["docs_index"]).exists()
@@ -47,11 +49,18 @@ def test_flow_trains_evaluates_and_registers(keel_home, small_config, small_rows
             "evaluation/evaluation_confusion_matrix.png"} <= artifacts
     model = mlflow.pyfunc.load_model("models:/keel-sign-mnist-small@challenger")
     assert len(model.predict(small_rows.head(5))) == 5
-    assert {"data-validation", "data-docs", "evaluation-metrics", "evaluation-per-class", "registered-model"} <= _artifact_keys()
+    assert {"data-validation", "data-docs", "evaluation-metrics", "evaluation-per-class", "registered-model",
+            "promotion-verdict"} <= _artifact_keys()
 
-    again = training_flow(dataset_config=str(small_config), train=ONE_EPOCH)
+    # The same data, config and seed give the same model: it cannot beat the champion by the margin.
+    again = training_flow(dataset_config=str(small_config), train=ONE_EPOCH, promotion=any_accuracy)
     assert again["version"]["reused"] and again["registered"]["version"] == "2"
-    assert again["registered"]["aliases"] == ["challenger"]  # version 1 stays champion
+    assert not again["verdict"]["promote"] and "(+0.0000, needs +0.0010)" in again["verdict"]["text"]
+    assert current_version(client, "keel-sign-mnist-small", "champion") == "1"
+    assert current_version(client, "keel-sign-mnist-small", "challenger") == "2"
+    assert client.get_model_version("keel-sign-mnist-small", "2").tags["keel.verdict"] == again["verdict"]["text"]
+    assert [(e["alias"], e["to"]) for e in history(client, "keel-sign-mnist-small")] == [
+        ("challenger", "1"), ("champion", "1"), ("challenger", "2")]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -94,7 +103,8 @@ def test_killed_run_resumes_where_it_stopped(keel_home, tmp_path, sign_mnist_row
         process.wait(timeout=30)
         process.stderr.close()
 
-    result = training_flow(dataset_config=str(config), train=TrainConfig(epochs=6, batch_size=64))
+    result = training_flow(dataset_config=str(config), train=TrainConfig(epochs=6, batch_size=64),
+                           promotion=PromotionPolicy(floor=0.0))
     trained = result["trained"]
     assert 1 <= trained["resumed_from_epoch"] < 6
     assert trained["epochs_run"] == 6 or trained["stopped_early"]

@@ -7,31 +7,16 @@ import pytest
 import torch
 
 from keel import pipeline, tracking
-from keel.config import TrainConfig
-from tests.conftest import write_dataset_config
 
 
-@pytest.fixture(scope="module")
-def registry_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("registry-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KEEL_HOME", str(home))
-        yield home
+@pytest.fixture
+def registered(registered_model):
+    return registered_model["registered"], registered_model["model"], registered_model["metrics"]
 
 
-@pytest.fixture(scope="module")
-def registered(registry_home, tmp_path_factory, small_rows):
-    csv = registry_home / "small.csv"
-    small_rows.to_csv(csv, index=False)
-    small_config = write_dataset_config(registry_home, csv)
-    version = pipeline.ingest_stage(str(small_config))
-    config = TrainConfig(epochs=1, batch_size=64)
-    run = pipeline.start_run_stage(str(small_config), version["version_dir"], config)
-    trained = pipeline.train_stage(run["run_id"], version["version_dir"], config, run["checkpoint_dir"], progress=False)
-    model, _ = pipeline.load_trained(trained["model_path"])
-    metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
-    result = pipeline.register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics)
-    return result, model, metrics
+@pytest.fixture
+def registry_home(registered_model):
+    return registered_model["home"]
 
 
 def test_pyfunc_scores_raw_rows_like_the_trained_model(registered, small_rows):

@@ -1,0 +1,35 @@
+"""The batch scoring flow: pin the model version -> score the files -> write predictions.
+
+Run it as `keel predict --model NAME[@alias|/version] --input PATH --output PATH`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+
+from tasks.predict import resolve_model_version, score_batch
+
+
+@flow(name="keel-batch-predict", log_prints=True)
+def batch_predict_flow(
+    model: str,
+    input_path: str,
+    output: str,
+    format: Literal["parquet", "csv", "jsonl"] = "parquet",
+    force: bool = False,
+    id_column: str = "id",
+) -> dict:
+    """Scores a file, or every CSV/parquet file in a folder, with one registered model version."""
+    pinned = resolve_model_version(model)
+    return score_batch(pinned, input_path, output, format, force, id_column)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from flows.cli import entry
+
+    sys.argv.insert(1, "predict")
+    entry()

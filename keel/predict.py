@@ -1,0 +1,288 @@
+"""Batch scoring: pixel-row files in, prediction files out, bad rows to an errors file.
+
+One job loads the model once, reads each input file once, checks every row against what the
+model was trained on, scores the good rows in large batches, and writes the output, the
+errors and a manifest atomically (temporary file, then rename). A manifest that matches the
+inputs' sha256 and the model version makes a re-run return the existing output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+
+from keel.datasets import pixel_matrix
+from keel.errors import DatasetError, KeelError
+from keel.io import atomic_path, decompress, read_bytes, sha256_hex
+
+FORMATS = ("parquet", "csv", "jsonl")
+INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+ERROR_COLUMNS = ["input_file", "row", "id", "column", "value", "reason"]
+
+
+@dataclass
+class ModelRef:
+    """A registered model version, resolved from NAME, NAME@alias or NAME/version."""
+
+    name: str
+    version: str
+    run_id: str
+    reference: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_model(client, reference: str) -> ModelRef:
+    """NAME (meaning NAME@champion), NAME@alias or NAME/version -> the concrete version."""
+    from mlflow.exceptions import MlflowException
+
+    ref = reference.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in ref:
+            name, number = ref.rsplit("/", 1)
+            mv = client.get_model_version(name, number)
+        else:
+            name = ref
+            mv = client.get_model_version_by_alias(name, "champion")
+    except MlflowException as exc:
+        raise KeelError(f"model {reference} not found in the registry ({exc.message.splitlines()[0]}); "
+                        "check the name, alias or version with `keel models NAME`") from None
+    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", reference=reference)
+
+
+@dataclass
+class ScoreSummary:
+    model: dict
+    output: str
+    errors: str
+    manifest: str
+    files: list[dict]
+    rows_scored: int
+    rows_rejected: int
+    accuracy: float | None
+    labelled_rows: int
+    reused: bool
+    seconds: float
+    model_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        head = "reused existing output (same inputs and model version; --force recomputes)" if self.reused \
+            else f"scored in {self.seconds:.2f} s"
+        lines = [f"{self.rows_scored} rows scored, {self.rows_rejected} rejected, from {len(self.files)} file(s); {head}",
+                 f"model   {self.model['name']} v{self.model['version']} (run {self.model['run_id']})",
+                 f"output  {self.output}"]
+        if self.rows_rejected:
+            lines.append(f"errors  {self.errors}")
+        if self.accuracy is not None:
+            lines.append(f"accuracy {self.accuracy:.4f} on {self.labelled_rows} labelled rows")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The files to score: `path` itself, or every CSV/parquet file in the folder `path`."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.name.lower().endswith(INPUT_SUFFIXES))
+        if not files:
+            raise DatasetError(f"{path}: the folder holds no .csv, .csv.gz or .parquet files to score")
+        return files
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    return [path]
+
+
+def sibling_paths(output: Path, fmt: str) -> tuple[Path, Path]:
+    """The errors file and the manifest that go beside `output`."""
+    stem = output.name[: -len(f".{fmt}")] if output.name.endswith(f".{fmt}") else output.name
+    return output.with_name(f"{stem}.errors.{fmt}"), output.with_name(f"{stem}.manifest.json")
+
+
+def read_table(path: Path, data: bytes) -> pa.Table:
+    """A CSV (gzip or not) or parquet file as an Arrow table; unreadable files fail naming the file."""
+    if data[:4] == b"PAR1" or path.name.lower().endswith((".parquet", ".pq")):
+        try:
+            return pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DatasetError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+    text = decompress(str(path), data)
+    if not text.strip():
+        raise DatasetError(f"{path}: the file is empty; nothing to score")
+    try:
+        return pacsv.read_csv(pa.BufferReader(text))
+    except pa.ArrowInvalid as exc:
+        raise DatasetError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+
+
+def check_rows(table: pa.Table, columns: list[str], file: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
+    """(good-row mask, uint8 pixels of the good rows, one error row per problem)."""
+    n = table.num_rows
+    present = set(table.column_names)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        errors = pd.DataFrame({"input_file": file, "row": np.arange(1, n + 1), "id": ids, "column": missing[0],
+                               "value": "", "reason": f"missing column(s) {shown}"})
+        return np.zeros(n, dtype=bool), None, errors
+    matrix, non_numeric = pixel_matrix(table, columns)
+    nan = np.isnan(matrix) if matrix.dtype.kind == "f" else None
+    problems = {
+        "out of range (pixels are 0-255)": (matrix < 0) | (matrix > 255),
+    }
+    if nan is not None:
+        text = non_numeric if non_numeric is not None else np.zeros_like(nan)
+        problems = {
+            "empty pixel": nan & ~text,
+            "not a number": text,
+            "not a whole number": ~nan & (matrix != np.round(matrix)),
+            **problems,
+        }
+    good = np.ones(n, dtype=bool)
+    records = []
+    for reason, mask in problems.items():
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not len(rows):
+            continue
+        good[rows] = False
+        first = mask[rows].argmax(axis=1)
+        counts = mask[rows].sum(axis=1)
+        for row, col, count in zip(rows, first, counts):
+            value = "" if reason in ("empty pixel", "not a number") else f"{matrix[row, col]:g}"
+            records.append((file, int(row) + 1, ids[row], columns[col], value,
+                            reason + (f" ({count} pixels)" if count > 1 else "")))
+    errors = pd.DataFrame.from_records(records, columns=ERROR_COLUMNS)
+    pixels = matrix[good].astype(np.uint8) if good.any() else np.zeros((0, len(columns)), dtype=np.uint8)
+    return good, pixels, errors
+
+
+def score_files(client, reference: str, input_path: str | Path, output: str | Path, fmt: str = "parquet",
+                force: bool = False, id_column: str = "id", batch_size: int = 1024) -> ScoreSummary:
+    """Scores every row of the input file(s) with one registered model version."""
+    if fmt not in FORMATS:
+        raise KeelError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    output = Path(output)
+    errors_path, manifest_path = sibling_paths(output, fmt)
+    model = resolve_model(client, reference)
+    files = input_files(input_path)
+    blobs = [(path, read_bytes(str(path))) for path in files]
+    file_info = [{"file": str(path), "sha256": sha256_hex(data)} for path, data in blobs]
+    identity = {"model": {"name": model.name, "version": model.version, "run_id": model.run_id},
+                "inputs": file_info, "format": fmt}
+
+    if not force and output.exists() and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if {k: manifest.get(k) for k in identity} == identity:
+            return ScoreSummary(**{**manifest["summary"], "reused": True, "seconds": time.perf_counter() - started})
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keel.registry import load_registered
+    from keel.train import predict_logits
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Once per job; it loads while Arrow (which releases the GIL) parses the first file.
+        loading = pool.submit(load_registered, model.uri)
+        tables = [read_table(path, data) for path, data in blobs[:1]]
+        classifier = loading.result()
+    config = classifier.config
+    labels = np.asarray(config["labels"])
+    names = np.asarray(config["class_names"])
+    scored_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    outputs, error_frames = [], []
+    correct = labelled = 0
+    model_seconds = 0.0
+    for index, ((path, data), info) in enumerate(zip(blobs, file_info)):
+        table = tables[0] if index == 0 else read_table(path, data)
+        n = table.num_rows
+        ids = (np.asarray(table.column(id_column).to_pylist(), dtype=object) if id_column in table.column_names
+               else np.arange(1, n + 1))
+        good, pixels, errors = check_rows(table, config["pixel_columns"], str(path), ids)
+        error_frames.append(errors)
+        if not good.any():
+            continue
+        image = config["image"]
+        images = torch.from_numpy(pixels.reshape(-1, image["height"], image["width"], image["channels"])).permute(0, 3, 1, 2)
+        tick = time.perf_counter()
+        logits = predict_logits(classifier.model, images.contiguous(), classifier.device, classifier.precision, batch_size)
+        probabilities = torch.softmax(logits, dim=1)
+        top_p, top_i = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        model_seconds += time.perf_counter() - tick
+        top_p, top_i = top_p.cpu().numpy(), top_i.cpu().numpy()
+        rows = np.flatnonzero(good)
+        frame = pd.DataFrame({
+            "id": ids[rows],
+            "row": rows + 1,
+            "predicted_label": labels[top_i[:, 0]],
+            "class_name": names[top_i[:, 0]],
+            "confidence": top_p[:, 0],
+        })
+        for k in range(top_i.shape[1]):
+            frame[f"top{k + 1}_class"] = names[top_i[:, k]]
+            frame[f"top{k + 1}_probability"] = top_p[:, k]
+        label_column = config.get("label_column", "label")
+        if label_column in table.column_names:
+            truth = pd.to_numeric(pd.Series(table.column(label_column).to_pylist()), errors="coerce").to_numpy()[rows]
+            frame["true_label"] = truth
+            known = np.isin(truth, labels)
+            labelled += int(known.sum())
+            correct += int((truth[known] == frame["predicted_label"].to_numpy()[known]).sum())
+        frame["model_name"] = model.name
+        frame["model_version"] = model.version
+        frame["model_run_id"] = model.run_id
+        frame["input_file"] = str(path)
+        frame["input_sha256"] = info["sha256"]
+        frame["scored_at"] = scored_at
+        outputs.append(frame)
+
+    predictions = pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame()
+    errors = pd.concat(error_frames, ignore_index=True) if error_frames else pd.DataFrame(columns=ERROR_COLUMNS)
+    errors["id"] = errors["id"].astype(str)
+    if "id" in predictions:
+        predictions["id"] = predictions["id"].astype(str)
+    write_frame(predictions, output, fmt)
+    write_frame(errors, errors_path, fmt)
+    summary = ScoreSummary(
+        model=identity["model"], output=str(output), errors=str(errors_path), manifest=str(manifest_path),
+        files=file_info, rows_scored=len(predictions),
+        rows_rejected=int(errors.drop_duplicates(["input_file", "row"]).shape[0]),
+        accuracy=(correct / labelled) if labelled else None, labelled_rows=labelled, reused=False,
+        seconds=time.perf_counter() - started, model_seconds=model_seconds)
+    with atomic_path(manifest_path) as tmp:
+        tmp.write_text(json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str))
+    return summary
+
+
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    """Writes `frame` as parquet, CSV or JSON lines, atomically."""
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        elif fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_json(tmp, orient="records", lines=True)
+
+
+def exit_code(summary: ScoreSummary) -> int:
+    """0 when every row was scored, 1 when some were rejected."""
+    return 1 if summary.rows_rejected else 0

@@ -1,0 +1,26 @@
+"""Prefect tasks: pin the model version, then score the input files."""
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from keel import tracking
+from keel.predict import resolve_model, score_files
+
+
+@task(name="resolve-model", retries=2, retry_delay_seconds=5)
+def resolve_model_version(reference: str) -> dict:
+    """NAME, NAME@alias or NAME/version pinned to one version for the whole job."""
+    ref = resolve_model(tracking.client(), reference)
+    return {"name": ref.name, "version": ref.version, "run_id": ref.run_id, "reference": reference}
+
+
+@task(name="score", retries=1, retry_delay_seconds=5)
+def score_batch(model: dict, input_path: str, output: str, fmt: str, force: bool, id_column: str) -> dict:
+    """The scoring summary. Outputs are written atomically, so a retry is safe."""
+    summary = score_files(tracking.client(), f"{model['name']}/{model['version']}", input_path, output,
+                          fmt=fmt, force=force, id_column=id_column)
+    create_markdown_artifact(
+        key="batch-scoring",
+        markdown=f"# Batch scoring with {model['name']} v{model['version']}\n\n```\n{summary.text()}\n```",
+        description=f"{summary.rows_scored} scored, {summary.rows_rejected} rejected")
+    return summary.to_dict() | {"text": summary.text()}

@@ -1,0 +1,19 @@
+"""Prefect task: the champion/challenger gate."""
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from keel.pipeline import promote_stage
+from keel.promotion import PromotionPolicy
+
+
+@task(name="promote", retries=2, retry_delay_seconds=5)
+def promote_model(version: dict, registered: dict, metrics: dict, policy: PromotionPolicy) -> dict:
+    """The verdict: whether the new version became champion, and why (in words and figures)."""
+    verdict = promote_stage(version["version_dir"], registered["name"], registered["version"], metrics, policy)
+    lines = [f"# {registered['name']} v{registered['version']}: {verdict['text'].split(':')[0]}", ""]
+    lines += [f"- {reason}" for reason in verdict["reasons"]]
+    lines += ["", f"Both models scored on the evaluation split `{verdict['evaluation_ids_sha256']}`."]
+    create_markdown_artifact(key="promotion-verdict", markdown="\n".join(lines),
+                             description=f"gate verdict for {registered['name']} v{registered['version']}")
+    return verdict
