@@ -22,3 +22,20 @@ def test_batch_predict_flow_scores_and_reports(tmp_path, small_rows, registered_
     assert pd.read_parquet(out.with_name("preds.errors.parquet"))["row"].tolist() == [6]
     again = batch_predict_flow(model=name, input_path=str(source), output=str(out))
     assert again["reused"]
+
+
+def test_an_unreadable_file_fails_once_without_retries(tmp_path, small_rows, registered_model):
+    """A user's mistake is not an outage: the flow fails at once, naming the file."""
+    import time
+
+    from keel.errors import DatasetError
+
+    broken = tmp_path / "broken.csv.gz"
+    small_rows.head(30).to_csv(broken, index=False, compression="gzip")
+    broken.write_bytes(broken.read_bytes()[:2000])
+    started = time.monotonic()
+    with pytest.raises(DatasetError, match=r"broken\.csv\.gz: the gzip stream is truncated"):
+        batch_predict_flow(model=registered_model["registered"]["name"], input_path=str(broken),
+                           output=str(tmp_path / "p.parquet"))
+    assert time.monotonic() - started < 5  # no 5 s retry delay
+    assert not (tmp_path / "p.parquet").exists()

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -127,3 +128,27 @@ def test_mlflow_models_predict_scores_a_keel_model(tmp_path, small_rows, model_n
     assert done.returncode == 0, done.stderr[-3000:]
     predictions = json.loads(out.read_text())["predictions"]
     assert len(predictions) == 5 and {"label", "class_name", "confidence"} <= set(predictions[0])
+
+
+def test_two_jobs_writing_the_same_output_never_interleave(tmp_path, batch, small_rows, model_name):
+    import threading
+
+    other = tmp_path / "other.csv"
+    small_rows.head(30).to_csv(other, index=False)
+    out = tmp_path / "shared" / "preds.parquet"
+    start = threading.Barrier(2)
+    results = {}
+
+    def job(source):
+        start.wait()
+        results[source] = score_files(tracking.client(), model_name, source, out, force=True)
+
+    threads = [threading.Thread(target=job, args=(s,)) for s in (batch, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    written = pd.read_parquet(out)  # a whole file from one of the two jobs, never a mix
+    assert written["input_file"].nunique() == 1
+    assert len(written) == results[Path(written["input_file"][0])].rows_scored
+    assert sorted(p.name for p in out.parent.iterdir()) == ["preds.errors.parquet", "preds.manifest.json", "preds.parquet"]
