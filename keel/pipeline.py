@@ -55,11 +55,16 @@ def checkpoint_dir(dataset: str, version: str, train_config: TrainConfig) -> Pat
     return settings.checkpoints_dir() / dataset / config_key(train_config, version)
 
 
+def experiment_name(dataset: str) -> str:
+    """The MLflow experiment that holds a dataset's training runs."""
+    return f"keel-{dataset}"
+
+
 def prepare_tracking_stage(dataset_config: str) -> str:
     """Opens the tracking store (creating its tables on first use) and the dataset's
     experiment; returns the experiment id. Cheap when they exist."""
     config = load_dataset_config(dataset_config)
-    return tracking.experiment_id(tracking.client(), f"keel-{config.name}")
+    return tracking.experiment_id(tracking.client(), experiment_name(config.name))
 
 
 def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainConfig, fresh: bool = False) -> dict:
@@ -70,7 +75,7 @@ def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainCo
     if fresh and folder.exists():
         shutil.rmtree(folder)
     client = tracking.client()
-    experiment = tracking.experiment_id(client, f"keel-{config.name}")
+    experiment = tracking.experiment_id(client, experiment_name(config.name))
     marker = folder / "run.json"
     if marker.exists():
         run_id = json.loads(marker.read_text())["run_id"]
@@ -163,6 +168,12 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
 
     result = fit(train, validation, len(version.meta["labels"]), train_config,
                  checkpoint_path=folder / "last.pt", on_epoch_end=log_epoch, progress=progress)
+    # A run killed between an epoch's checkpoint and its log_batch resumes after that epoch:
+    # log what the checkpoint holds but MLflow never received.
+    logged = {m.step for m in client.get_metric_history(run_id, "val_accuracy")}
+    for row in result.history:
+        if row["epoch"] not in logged:
+            log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"}, None)
     client.log_batch(run_id, metrics=[
         Metric("best_epoch", result.best_epoch, int(time.time() * 1000), 0),
         Metric("train_seconds", result.train_seconds, int(time.time() * 1000), 0),
