@@ -9,8 +9,11 @@ inputs' sha256 and the model version makes a re-run return the existing output.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -189,10 +192,13 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     identity = {"model": {"name": model.name, "version": model.version, "run_id": model.run_id},
                 "inputs": file_info, "format": fmt}
 
-    if not force and output.exists() and manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if {k: manifest.get(k) for k in identity} == identity:
-            return ScoreSummary(**{**manifest["summary"], "reused": True, "seconds": time.perf_counter() - started})
+    if not force:
+        with folder_lock(output.parent):
+            if output.exists() and manifest_path.exists():
+                manifest = json.loads(manifest_path.read_text())
+                if {k: manifest.get(k) for k in identity} == identity:
+                    return ScoreSummary(**{**manifest["summary"], "reused": True,
+                                           "seconds": time.perf_counter() - started})
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -259,17 +265,32 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     errors["id"] = errors["id"].astype(str)
     if "id" in predictions:
         predictions["id"] = predictions["id"].astype(str)
-    write_frame(predictions, output, fmt)
-    write_frame(errors, errors_path, fmt)
     summary = ScoreSummary(
         model=identity["model"], output=str(output), errors=str(errors_path), manifest=str(manifest_path),
         files=file_info, rows_scored=len(predictions),
         rows_rejected=int(errors.drop_duplicates(["input_file", "row"]).shape[0]),
         accuracy=(correct / labelled) if labelled else None, labelled_rows=labelled, reused=False,
         seconds=time.perf_counter() - started, model_seconds=model_seconds)
-    with atomic_path(manifest_path) as tmp:
-        tmp.write_text(json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str))
+    # Each file is renamed into place whole; the lock keeps the three of one job together when
+    # two jobs write the same output (the last one wins entirely).
+    with folder_lock(output.parent):
+        write_frame(predictions, output, fmt)
+        write_frame(errors, errors_path, fmt)
+        with atomic_path(manifest_path) as tmp:
+            tmp.write_text(json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str))
     return summary
+
+
+@contextmanager
+def folder_lock(folder: Path):
+    """An exclusive advisory lock on a folder (flock on its descriptor), for one job's writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:

@@ -150,5 +150,7 @@ def test_two_jobs_writing_the_same_output_never_interleave(tmp_path, batch, smal
         t.join()
     written = pd.read_parquet(out)  # a whole file from one of the two jobs, never a mix
     assert written["input_file"].nunique() == 1
+    manifest = json.loads(out.with_name("preds.manifest.json").read_text())
+    assert manifest["inputs"][0]["file"] == written["input_file"][0]  # output and manifest of one job
     assert len(written) == results[Path(written["input_file"][0])].rows_scored
     assert sorted(p.name for p in out.parent.iterdir()) == ["preds.errors.parquet", "preds.manifest.json", "preds.parquet"]
