@@ -129,7 +129,11 @@ def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str
             client.create_registered_model(name, description="Keel pixel classifier")
         except mlflow.exceptions.MlflowException:
             pass  # created concurrently
-    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, description=description)
+    # A logged model's URI (models:/m-<id>) names its LoggedModel; a tracking server insists on
+    # getting that id with the source (a local SQLite store does not check).
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                          description=description, model_id=model_id)
     return str(version.version)
 
 

@@ -1,0 +1,78 @@
+"""Keel against a real MLflow tracking server (not the embedded SQLite store), on loopback."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from keel import pipeline, tracking
+from keel.config import TrainConfig
+from keel.promotion import PromotionPolicy, current_version
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    process = subprocess.Popen(
+        [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "MLflow server did not start within 90 s"
+            time.sleep(0.2)
+        yield url, tmp_path / "server-artifacts"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by our own process group
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stderr.close()
+
+
+def test_training_stages_register_and_promote_on_a_tracking_server(mlflow_server, keel_home, small_config,
+                                                                  small_rows, monkeypatch):
+    url, artifacts = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    assert not tracking.embedded() and tracking.tracking_uri() == url
+    config = str(small_config)
+    version = pipeline.ingest_stage(config)
+    train = TrainConfig(epochs=1, batch_size=64)
+    run = pipeline.start_run_stage(config, version["version_dir"], train)
+    trained = pipeline.train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"], progress=False)
+    metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
+    registered = pipeline.register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics)
+    verdict = pipeline.promote_stage(version["version_dir"], registered["name"], registered["version"], metrics,
+                                     PromotionPolicy(floor=0.0))
+    assert verdict["promote"]
+    client = tracking.client()
+    assert current_version(client, registered["name"], "champion") == registered["version"]
+    predictions = mlflow.pyfunc.load_model(f"models:/{registered['name']}@champion").predict(small_rows.head(3))
+    assert len(predictions) == 3
+    assert not (keel_home / "mlruns").exists()  # nothing went to the embedded store
+    assert any(artifacts.rglob("MLmodel"))  # the server stored the model's artifacts
