@@ -116,7 +116,6 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from keel.predict import exit_code
 
     api = TemporaryPrefectAPI().start()
     try:

@@ -57,7 +57,7 @@ class TemporaryPrefectAPI:
             yield
             return
         try:
-            self._wait_until_healthy(timeout)
+            wait_for_health(f"{self.url}/health", self.process, timeout)
             # Heartbeats let a server notice crashed runs; this server ends with the process,
             # and joining the heartbeat thread costs ~1 s at the end of every flow.
             with temporary_settings(updates={PREFECT_API_URL: self.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
@@ -67,20 +67,6 @@ class TemporaryPrefectAPI:
                     flush_prefect_workers()
         finally:
             self.stop()
-
-    def _wait_until_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the temporary Prefect API server exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the temporary Prefect API server did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -103,3 +89,19 @@ def flush_prefect_workers() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
+
+
+def wait_for_health(url: str, process: subprocess.Popen, timeout: float) -> None:
+    """Returns once `url` answers 200; raises if `process` exits or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server behind {url} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server behind {url} did not answer within {timeout:.0f} s")

@@ -302,8 +302,3 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
             frame.to_csv(tmp, index=False)
         else:
             frame.to_json(tmp, orient="records", lines=True)
-
-
-def exit_code(summary: ScoreSummary) -> int:
-    """0 when every row was scored, 1 when some were rejected."""
-    return 1 if summary.rows_rejected else 0

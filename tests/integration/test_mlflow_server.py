@@ -5,13 +5,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from flows.prefect_api import wait_for_health
 from keel import pipeline, tracking
 from keel.config import TrainConfig
 from keel.promotion import PromotionPolicy, current_version
@@ -33,17 +32,7 @@ def mlflow_server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "MLflow server did not start within 90 s"
-            time.sleep(0.2)
+        wait_for_health(f"{url}/health", process, timeout=90)
         yield url, tmp_path / "server-artifacts"
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by our own process group

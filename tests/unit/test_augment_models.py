@@ -1,4 +1,3 @@
-import numpy as np
 import torch
 
 from keel.augment import augment_batch

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from keel import pipeline, tracking
+from keel import tracking
 
 
 @pytest.fixture
