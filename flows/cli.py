@@ -46,6 +46,23 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--id-column", default="id", help="column that identifies rows (row numbers when absent)")
     predict.add_argument("--force", action="store_true", help="recompute even if this input was scored by this model version")
 
+    validate = commands.add_parser(
+        "validate", help="validate an incoming batch against the dataset's suite (exit 0 clean, 1 problems, 2 error); "
+        "`keel validate profile` infers the suite", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _dataset_options(validate)
+    validate.add_argument("--input", required=True, help="the landed file: CSV (gz or not), parquet, or IDX images")
+    validate.add_argument("--labels", default=None, help="IDX labels file that goes with --input")
+    validate.add_argument("--report", default=None, help="report folder (default reports/validation/<dataset>/incoming/<file>-<sha>)")
+    validate.add_argument("--id-column", default="id", help="column that identifies rows, when present")
+    validate.add_argument("--curate", action="store_true",
+                          help="add the clean rows of an accepted batch to the curated training data (a new dataset version)")
+
+    profile = commands.add_parser("profile", help="infer the dataset's expectation suite from its reference data "
+                                  "(also `keel validate profile`)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _dataset_options(profile)
+    profile.add_argument("--out", default=None, help="suite file (default: the config's expectations:, else conf/expectations/<name>.json)")
+    profile.add_argument("--epochs", type=int, default=5, help="autoencoder training epochs")
+
     models = commands.add_parser("models", help="list a model's versions, metrics, aliases and alias history")
     models.add_argument("name")
 
@@ -60,9 +77,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dataset_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--dataset", help="dataset name (conf/datasets/NAME.yaml) or the path of its YAML file")
+    group.add_argument("--dataset-config", help="dataset YAML file")
+
+
+def _dataset_config(args) -> str:
+    """The YAML file that --dataset NAME or --dataset-config PATH names; a missing one is a usage error."""
+    path = args.dataset_config or args.dataset
+    if args.dataset and not args.dataset.endswith((".yaml", ".yml")):
+        path = os.path.join("conf", "datasets", f"{args.dataset}.yaml")
+    if not os.path.exists(path):
+        raise KeelError(f"dataset config {path} does not exist; pass --dataset NAME (conf/datasets/NAME.yaml) or --dataset-config PATH")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["validate", "profile"]:
+        argv = ["profile", *argv[2:]]
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "predict": _predict, "models": _models, "promote": _promote, "rollback": _rollback}
+    commands = {"train": _train, "predict": _predict, "models": _models, "promote": _promote, "rollback": _rollback,
+                "validate": _validate, "profile": _profile}
     try:
         return commands[args.command](args)
     except KeelError as exc:
@@ -128,6 +165,43 @@ def _predict(args) -> int:
         api.stop()
     print(result["text"])
     return 1 if result["rows_rejected"] else 0
+
+
+def _validate(args) -> int:
+    dataset_config = _dataset_config(args)
+    api = TemporaryPrefectAPI().start()
+    try:
+        from flows.validate_incoming import validate_incoming_flow
+
+        with api.serving():
+            result = validate_incoming_flow(dataset_config=dataset_config, input_path=args.input, report_dir=args.report,
+                                            labels_path=args.labels, id_column=args.id_column, curate=args.curate)
+    finally:
+        api.stop()
+    print(result["text"])
+    if "curated" in result:
+        curated = result["curated"]
+        print(f"curated  {curated['dataset']} version {curated['version']} ({curated['rows']} rows, "
+              f"{curated['batches']} accepted batches{'' if curated['added'] else '; this batch was already there'})")
+    return result["exit_code"]
+
+
+def _profile(args) -> int:
+    if args.epochs < 1:
+        raise KeelError("--epochs must be at least 1")
+    dataset_config = _dataset_config(args)
+    api = TemporaryPrefectAPI().start()
+    try:
+        from flows.validate_incoming import profile_flow
+
+        with api.serving():
+            result = profile_flow(dataset_config=dataset_config, out=args.out, epochs=args.epochs)
+    finally:
+        api.stop()
+    print(f"suite       {result['suite_path']} ({result['expectations']} expectations)")
+    print(f"autoencoder {result['model_uri']} ({result['weights_path']}), threshold {result['threshold']:.4g}")
+    print("flagged     " + ", ".join(f"{k.removeprefix('flagged_')} {v:.1%}" for k, v in result["behaviour"].items()))
+    return 0
 
 
 def _models(args) -> int:

@@ -22,6 +22,7 @@ class SourceFile(_Strict):
     sha256: str | None = None
     labels_path: str | None = None
     labels_sha256: str | None = None
+    format: Literal["csv", "idx", "parquet"] | None = None  # default: the dataset's format
 
 
 class ImageShape(_Strict):
@@ -42,20 +43,28 @@ class EvaluationSplit(_Strict):
 
 
 class ValidationPolicy(_Strict):
-    """Bounds the Great Expectations suite checks besides the schema."""
+    """Bounds the Great Expectations suite checks besides the schema, and when an incoming
+    batch as a whole is rejected (rather than cleaned by quarantining rows)."""
 
     min_rows: int = Field(default=1, ge=0)
     max_rows: int = Field(default=10_000_000, gt=0)
-    # A class's share of the rows, relative to a uniform share (1/number of classes).
+    # Without an inferred suite: a class's share of the rows, relative to a uniform share.
     min_class_share: float = Field(default=0.25, ge=0.0)
     max_class_share: float = Field(default=4.0, gt=0.0)
+    # Incoming batches: reject when more than this fraction of rows is quarantined ...
+    max_quarantined_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    # ... or a class expected in a batch of its size is missing, or a class's share is out of
+    # its tolerance, or the labels or image statistics drifted past the suite's thresholds.
+    reject_on_missing_class: bool = True
+    reject_on_class_share: bool = True
+    reject_on_drift: bool = True
 
 
 class DatasetConfig(_Strict):
     """A dataset described in YAML: where the files are and what the rows mean."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    format: Literal["csv", "idx"]
+    format: Literal["csv", "idx", "parquet"]
     train: list[SourceFile] = Field(min_length=1)
     test: list[SourceFile] = Field(default_factory=list)
     image: ImageShape
@@ -65,6 +74,9 @@ class DatasetConfig(_Strict):
     classes: dict[int, str]
     evaluation_split: EvaluationSplit = Field(default_factory=EvaluationSplit)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
+    # The expectation suite inferred from the reference by `keel validate profile` (JSON, under
+    # conf/expectations); without one, a suite of structural checks is built from this config.
+    expectations: str | None = None
     description: str = ""
 
     # Where relative paths are resolved: the YAML file's folder (set by load_dataset_config).
@@ -84,7 +96,7 @@ class DatasetConfig(_Strict):
         if len(set(self.classes.values())) != len(self.classes):
             raise ValueError("classes: class names must be unique")
         for source in [*self.train, *self.test]:
-            if self.format == "idx" and not source.labels_path:
+            if (source.format or self.format) == "idx" and not source.labels_path:
                 raise ValueError(f"{source.path}: IDX sources need labels_path (the labels file)")
         return self
 

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -22,18 +22,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from keel import settings
 from keel.config import DatasetConfig, SourceFile
 from keel.errors import DatasetError
 from keel.io import atomic_dir, decompress, read_bytes, verify_sha256
 
-INGEST_FORMAT = 1  # bump when the stored layout changes, so old versions are not reused
+INGEST_FORMAT = 2  # bump when the stored layout changes, so old versions are not reused
 
 PROFILE_COLUMNS = [
-    "split", "file", "source", "line", "label", "pixel_count", "pixel_min", "pixel_max",
+    "split", "file", "source", "row", "line", "id", "label", "pixel_count", "pixel_min", "pixel_max",
     "pixel_nulls", "pixel_non_numeric", "pixel_non_integer", "bad_pixel", "bad_value",
+    "mean_intensity", "std_intensity", "saturated_fraction",
 ]
+# Per-image statistics the inferred suite bounds and the drift checks compare.
+IMAGE_STATISTICS = ["mean_intensity", "std_intensity", "saturated_fraction"]
 
 
 @dataclass
@@ -44,6 +48,10 @@ class ParsedTable:
     labels: pd.Series
     pixels: np.ndarray | None  # None when the columns do not form the configured image
     profile: pd.DataFrame
+    table: pa.Table | None = None  # the rows as read (CSV/parquet), for writing subsets back out
+    skipped: list[dict] = field(default_factory=list)  # CSV lines the parser could not split into the header's fields
+    kinds: dict[str, str] = field(default_factory=dict)  # pixel columns that do not read as integers: their kind
+    non_numeric: np.ndarray | None = None  # which pixels held text, when any did
 
 
 # --------------------------------------------------------------------------- CSV
@@ -54,21 +62,53 @@ def _first_line(text: bytes) -> str:
     return (text if end < 0 else text[:end]).decode("utf-8", errors="replace").strip()
 
 
-def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "train") -> ParsedTable:
+def read_csv_table(url: str, data: bytes, column_types: dict | None = None) -> tuple[pa.Table, list[dict]]:
+    """A CSV (already decompressed) as an Arrow table, and the lines whose field count does not
+    match the header (skipped, with line number, field count and text)."""
+    ragged: list[dict] = []
+
+    def on_invalid(row) -> str:
+        ragged.append({"fields": row.actual_columns, "expected": row.expected_columns, "text": row.text})
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.BufferReader(data),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types=column_types or {}),
+    )
+    if ragged:
+        # Arrow does not say which lines it skipped: find them by counting fields per line.
+        lines = data.split(b"\n")
+        expected = ragged[0]["expected"]
+        bad = [i + 1 for i, line in enumerate(lines[1:], start=1)
+               if line.strip() and line.count(b",") + 1 != expected]
+        for item, line in zip(ragged, bad):
+            item["line"] = line
+    return table, ragged
+
+
+def data_lines(data: bytes, skipped: list[dict], n_rows: int) -> np.ndarray:
+    """The file line number of each row Arrow kept (the header is line 1)."""
+    if not skipped:
+        return np.arange(2, n_rows + 2, dtype=np.int64)
+    gone = {item["line"] for item in skipped}
+    lines = data.split(b"\n")
+    kept = [i + 1 for i, line in enumerate(lines[1:], start=1) if line.strip() and (i + 1) not in gone]
+    return np.asarray(kept[:n_rows], dtype=np.int64)
+
+
+def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "train",
+                    id_column: str | None = None) -> ParsedTable:
     """The rows of a `label,pixel1..pixelN` CSV (already decompressed) with their profile."""
-    name = Path(url).name
     if not data.strip():
         return ParsedTable([], pd.Series([], dtype=object), None, _empty_profile())
     header = [c.strip() for c in _first_line(data).split(",")]
-    pixel_names = [c for c in header if c != config.label_column]
+    pixel_names = [c for c in header if c not in (config.label_column, id_column)]
     # Fast path: every pixel column as int16. A text or fractional value makes pyarrow refuse,
     # and the general path below finds and reports it.
-    table = None
+    table, skipped = None, []
     try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.int16() for c in pixel_names}),
-        )
+        table, skipped = read_csv_table(url, data, {c: pa.int16() for c in pixel_names})
         if any(table.column(c).null_count for c in pixel_names):
             table = None
     except pa.ArrowInvalid as exc:
@@ -76,10 +116,51 @@ def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "
             raise DatasetError(f"{url}: not a readable CSV table ({_arrow_reason(exc)}); fix that row or re-export the file") from None
     if table is None:
         try:
-            table = pacsv.read_csv(pa.BufferReader(data))
+            table, skipped = read_csv_table(url, data)
         except pa.ArrowInvalid as exc:
             raise DatasetError(f"{url}: not a readable CSV table ({_arrow_reason(exc)}); fix that row or re-export the file") from None
+    parsed = parse_pixel_table(url, table, config, split, id_column, header)
+    parsed.skipped = skipped
+    if skipped:
+        parsed.profile["line"] = data_lines(data, skipped, table.num_rows)
+    return parsed
 
+
+def parse_pixel_parquet(url: str, data: bytes, config: DatasetConfig, split: str = "train",
+                        id_column: str | None = None) -> ParsedTable:
+    """The rows of a parquet file with `label, pixel1..pixelN` columns, with their profile."""
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatasetError(f"{url}: not a readable parquet file ({_arrow_reason(exc)}); re-export the file") from None
+    parsed = parse_pixel_table(url, table, config, split, id_column)
+    parsed.profile["line"] = parsed.profile["row"]  # no header line: the record number
+    return parsed
+
+
+def column_kind(arrow_type) -> str:
+    """How a column's values read: integer, float, text or null."""
+    if pa.types.is_integer(arrow_type):
+        return "integer"
+    if pa.types.is_floating(arrow_type):
+        return "float"
+    if pa.types.is_null(arrow_type):
+        return "null"
+    return "text"
+
+
+def parse_pixel_table(url: str, table: pa.Table, config: DatasetConfig, split: str = "train",
+                      id_column: str | None = None, header: list[str] | None = None) -> ParsedTable:
+    """A ParsedTable from an Arrow table of label, optional id, and pixel columns.
+
+    Columns are matched by name: the configured columns in another order are put in order."""
+    header = header if header is not None else list(table.column_names)
+    others = [c for c in header if c != id_column]
+    if others != config.expected_columns and sorted(others) == sorted(config.expected_columns) \
+            and len(set(others)) == len(others) and list(table.column_names) == header:
+        header = [c for c in header if c == id_column] + config.expected_columns
+        table = table.select(header)
+    pixel_names = [c for c in header if c not in (config.label_column, id_column)]
     n = table.num_rows
     if config.label_column in table.column_names:
         label_col = table.column(config.label_column)
@@ -93,9 +174,15 @@ def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "
         labels = pd.Series([None] * n, dtype=object)
 
     matrix, non_numeric = pixel_matrix(table, pixel_names)
-    profile = _profile(matrix, non_numeric, pixel_names, labels, name, split)
-    shape_ok = header == config.expected_columns
-    return ParsedTable(header, labels, matrix if shape_ok else None, profile)
+    profile = _profile(matrix, non_numeric, pixel_names, labels, Path(url).name, split)
+    if id_column and id_column in table.column_names:
+        profile["id"] = [("" if v is None else str(v)) for v in table.column(id_column).to_pylist()]
+    shape_ok = [c for c in header if c != id_column] == config.expected_columns
+    kinds = {c: column_kind(table.column(c).type) for c in pixel_names if c in table.column_names}
+    parsed = ParsedTable(header, labels, matrix if shape_ok else None, profile, table)
+    parsed.non_numeric = non_numeric
+    parsed.kinds = {c: k for c, k in kinds.items() if k != "integer"}
+    return parsed
 
 
 def _arrow_reason(exc: Exception) -> str:
@@ -128,7 +215,8 @@ def _profile(matrix: np.ndarray, non_numeric: np.ndarray | None, names: list[str
              labels: pd.Series, file: str, split: str) -> pd.DataFrame:
     """One row of statistics per input row: what the expectation suite checks."""
     n, p = matrix.shape
-    profile = pd.DataFrame({"split": split, "file": file, "source": "", "line": np.arange(2, n + 2, dtype=np.int64),
+    profile = pd.DataFrame({"split": split, "file": file, "source": "", "row": np.arange(1, n + 1, dtype=np.int64),
+                            "line": np.arange(2, n + 2, dtype=np.int64), "id": "",
                             "label": labels.reset_index(drop=True), "pixel_count": np.full(n, p, dtype=np.int64)})
     if p == 0:
         bad = np.zeros((n, 0), dtype=bool)
@@ -173,7 +261,32 @@ def _profile(matrix: np.ndarray, non_numeric: np.ndarray | None, names: list[str
                 bad_value[row] = f"{value:g}"
     profile["bad_pixel"] = bad_pixel
     profile["bad_value"] = bad_value
+    for name, values in image_statistics(matrix).items():
+        profile[name] = values
     return profile[PROFILE_COLUMNS]
+
+
+def image_statistics(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image mean and standard deviation of intensity (0-255) and the fraction of pixels
+    at 0 or 255; missing or non-numeric pixels are left out."""
+    n, p = matrix.shape
+    if p == 0:
+        return {name: np.full(n, np.nan) for name in IMAGE_STATISTICS}
+    if matrix.dtype.kind == "f":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-missing rows give NaN, as they should
+                mean = np.nanmean(matrix, axis=1)
+                std = np.nanstd(matrix, axis=1)
+                saturated = np.nanmean(np.where(np.isnan(matrix), np.nan, (matrix <= 0) | (matrix >= 255)), axis=1)
+    else:
+        values = matrix.astype(np.float32, copy=False)
+        mean = values.mean(axis=1, dtype=np.float64)
+        std = values.std(axis=1, dtype=np.float64)
+        saturated = ((matrix <= 0) | (matrix >= 255)).mean(axis=1)
+    return {"mean_intensity": mean, "std_intensity": std, "saturated_fraction": saturated}
 
 
 def _empty_profile() -> pd.DataFrame:
@@ -280,6 +393,7 @@ def ingest(config: DatasetConfig, root: Path | None = None) -> IngestResult:
     """Reads the config's files and stores them as a dataset version, or reuses an identical one."""
     root = Path(root) if root else settings.versions_dir()
     sources: list[tuple[str, SourceFile]] = [("train", s) for s in config.train] + [("test", s) for s in config.test]
+    sources += [("train", s) for s in curated_sources(config.name)]
     raw: list[tuple[str, SourceFile, bytes, bytes | None]] = []
     hashes = []
     for split, source in sources:
@@ -302,13 +416,20 @@ def ingest(config: DatasetConfig, root: Path | None = None) -> IngestResult:
     tables = []
     for (split, source, data, labels_data), digest in zip(raw, hashes):
         url = config.resolve(source.path)
-        if config.format == "csv":
+        fmt = source.format or config.format
+        if fmt == "csv":
             table = parse_pixel_csv(url, decompress(url, data), config, split)
+        elif fmt == "parquet":
+            table = parse_pixel_parquet(url, data, config, split)
         else:
             labels_url = config.resolve(source.labels_path)
             images = parse_idx_array(url, decompress(url, data))
             labels = parse_idx_array(labels_url, decompress(labels_url, labels_data))
             table = parse_idx_pair(url, images, labels, labels_url, config, split)
+        if table.skipped:
+            first = table.skipped[0]
+            raise DatasetError(f"{url}: line {first.get('line', '?')} has {first['fields']} fields but the header has "
+                               f"{first['expected']} ({len(table.skipped)} such lines); fix or remove them")
         table.profile["source"] = digest["sha256"][:12]
         tables.append(table)
 
@@ -362,6 +483,7 @@ def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], 
             for h, (_, s, _, _) in zip(hashes, raw)
         ],
         "header": tables[0].header if tables else [],
+        "non_integer_columns": {c: k for t in tables for c, k in t.kinds.items()},
         "headers_differ": [Path(config.resolve(s.path)).name for t, (_, s, _, _) in zip(tables, raw) if t.header != tables[0].header],
         "rows": int(len(profile)),
         "image": shape.model_dump(),
@@ -369,10 +491,28 @@ def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], 
         "labels": config.labels,
         "class_names": config.class_names,
         "evaluation_split": config.evaluation_split.model_dump(),
+        "curated_batches": curated_batches(config.name),
         "images_stored": reason is None,
         "images_missing_reason": reason,
         **split_info,
     }
+
+
+def curated_manifest(dataset: str) -> Path:
+    """The list of accepted incoming batches that join a dataset's training data."""
+    return settings.curated_dir() / dataset / "manifest.json"
+
+
+def curated_batches(dataset: str) -> list[dict]:
+    """The accepted batches of `dataset`, oldest first, each with its validation result."""
+    path = curated_manifest(dataset)
+    return json.loads(path.read_text())["batches"] if path.exists() else []
+
+
+def curated_sources(dataset: str) -> list[SourceFile]:
+    """The clean files of the accepted batches, as training sources."""
+    folder = curated_manifest(dataset).parent
+    return [SourceFile(path=str(folder / b["file"]), sha256=b["sha256"], format="parquet") for b in curated_batches(dataset)]
 
 
 def _images_missing_reason(config: DatasetConfig, tables: list[ParsedTable], profile: pd.DataFrame) -> str | None:

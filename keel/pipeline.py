@@ -348,3 +348,81 @@ def promote_stage(version_dir: str, name: str, version: str, metrics: dict, poli
     client.set_model_version_tag(name, str(version), "keel.verdict", verdict.text())
     client.set_model_version_tag(name, str(version), "keel.promoted", str(verdict.promote).lower())
     return verdict.to_dict() | {"text": verdict.text(), "name": name, "version": str(version)}
+
+
+# --------------------------------------------------------------------------- incoming data
+
+
+def default_suite_path(dataset_config: str) -> Path:
+    """Where the config's suite lives: its `expectations:` path, else conf/expectations/<name>.json."""
+    from keel.suite import suite_path
+
+    config = load_dataset_config(dataset_config)
+    return suite_path(config) or Path(dataset_config).resolve().parent.parent / "expectations" / f"{config.name}.json"
+
+
+def profile_stage(dataset_config: str, version_dir: str, out: str | None = None, epochs: int = 5) -> dict:
+    """Infers the suite from the version, writes it (and the autoencoder), and registers the
+    autoencoder in MLflow as `keel-<dataset>-autoencoder`, tagged with the suite's sha256."""
+    import hashlib
+
+    import pandas as pd
+    from mlflow.entities import Metric, Param
+
+    from keel.profiling import profile_reference
+    from keel.registry import log_anomaly_scorer, register
+    from keel.suite import write_suite
+
+    config = load_dataset_config(dataset_config)
+    version = DatasetVersion(Path(version_dir))
+    target = Path(out) if out else default_suite_path(dataset_config)
+    profiled = profile_reference(config, version, target, epochs=epochs)
+    doc, trained = profiled["suite"], profiled["trained"]
+
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, f"keel-{config.name}-profiles")
+    run = client.create_run(experiment, run_name=f"profile-{version.id[:8]}", tags={
+        "keel.dataset": config.name, "keel.dataset_version": version.id, "keel.git_commit": tracking.git_commit(),
+        "mlflow.source.name": "keel validate profile"})
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    params = {"epochs": epochs, "percentile": doc["anomaly"]["percentile"], "margin": doc["anomaly"]["margin"],
+              **{f"autoencoder.{k}": v for k, v in doc["anomaly"]["architecture"].items()}}
+    metrics = [Metric(k, float(v), now, row["epoch"]) for row in trained.history for k, v in row.items() if k != "epoch"]
+    metrics += [Metric(k, float(v), now, 0) for k, v in profiled["behaviour"].items()]
+    metrics += [Metric("anomaly_threshold", profiled["threshold"], now, 0), Metric("train_seconds", trained.seconds, now, 0)]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+    _log_dataset_input(client, run_id, version)
+    rows = np.sort(version.indices("evaluation")[:2])
+    example = pd.DataFrame(np.asarray(version.images()[rows]).reshape(len(rows), -1).astype(np.int64), columns=config.pixel_columns)
+    model_uri = log_anomaly_scorer(run_id, Path(profiled["weights_path"]),
+                                   {"threshold": profiled["threshold"], "pixel_columns": config.pixel_columns}, example)
+    name = f"keel-{config.name}-autoencoder"
+    number = register(client, model_uri, name, run_id, {
+        "dataset": config.name, "dataset_version": version.id, "threshold": f"{profiled['threshold']:.6g}",
+        "weights_sha256": doc["anomaly"]["sha256"]}, description=f"anomaly scorer of the {config.name} suite",
+        model_description="Keel anomaly scorer (autoencoder) kept with an expectation suite")
+    doc["anomaly"]["model_uri"] = f"models:/{name}/{number}"
+    write_suite(doc, target)
+    client.log_artifact(run_id, str(target), artifact_path="suite")
+    client.set_model_version_tag(name, number, "suite_sha256", hashlib.sha256(target.read_bytes()).hexdigest())
+    client.set_terminated(run_id, "FINISHED")
+    return {"suite_path": str(target), "weights_path": profiled["weights_path"], "model_uri": doc["anomaly"]["model_uri"],
+            "run_id": run_id, "threshold": profiled["threshold"], "behaviour": profiled["behaviour"],
+            "expectations": sum(len(v) for v in doc["suites"].values()), "seconds": profiled["seconds"]}
+
+
+def validate_incoming_stage(dataset_config: str, input_path: str, report_dir: str | None = None,
+                            labels_path: str | None = None, id_column: str = "id"):
+    """Validates one landed file with the dataset's suite; returns the BatchResult."""
+    from keel.incoming import validate_batch
+
+    config = load_dataset_config(dataset_config)
+    return validate_batch(config, input_path, report_dir, labels_path, id_column)
+
+
+def curate_stage(dataset_config: str, report_dir: str) -> dict:
+    """Adds an accepted batch to the curated training data; returns the new dataset version."""
+    from keel.incoming import curate_batch
+
+    return curate_batch(load_dataset_config(dataset_config), report_dir)

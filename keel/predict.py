@@ -9,11 +9,8 @@ inputs' sha256 and the model version makes a re-run return the existing output.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +23,7 @@ import torch
 
 from keel.datasets import pixel_matrix
 from keel.errors import DatasetError, KeelError
-from keel.io import atomic_path, decompress, read_bytes, sha256_hex
+from keel.io import atomic_path, decompress, folder_lock, read_bytes, sha256_hex
 
 FORMATS = ("parquet", "csv", "jsonl")
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -279,18 +276,6 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
         with atomic_path(manifest_path) as tmp:
             tmp.write_text(json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str))
     return summary
-
-
-@contextmanager
-def folder_lock(folder: Path):
-    """An exclusive advisory lock on a folder (flock on its descriptor), for one job's writes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:

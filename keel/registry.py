@@ -113,6 +113,45 @@ def log_pixel_classifier(run_id: str, model: torch.nn.Module, model_config: dict
     return info.model_uri
 
 
+class AnomalyScorer(mlflow.pyfunc.PythonModel):
+    """Pixel rows in; the autoencoder's anomaly score and whether it passes the suite's threshold out."""
+
+    def load_context(self, context):
+        from keel.anomaly import load_autoencoder
+
+        self.config = json.loads(Path(context.artifacts["anomaly_config"]).read_text())
+        self.model = load_autoencoder(Path(context.artifacts["weights"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from keel.anomaly import reconstruction_errors
+
+        scores = reconstruction_errors(self.model, model_input[self.config["pixel_columns"]].to_numpy(np.float32))
+        return pd.DataFrame({"anomaly_score": scores, "anomalous": scores > self.config["threshold"]})
+
+
+def log_anomaly_scorer(run_id: str, weights: Path, anomaly_config: dict, input_example: pd.DataFrame) -> str:
+    """Logs the suite's autoencoder as a pyfunc model in run `run_id`; returns its model URI."""
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "anomaly_config.json"
+        config_path.write_text(json.dumps(anomaly_config, indent=2))
+        artifacts = {"weights": str(weights), "anomaly_config": str(config_path)}
+        scorer = AnomalyScorer()
+        scorer.load_context(_Context(artifacts))
+        example = input_example[anomaly_config["pixel_columns"]].astype("int64")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ii]nteger column")
+            signature = infer_signature(example, scorer.predict(None, example))
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            info = mlflow.pyfunc.log_model(
+                name="autoencoder", python_model=AnomalyScorer(), artifacts=artifacts,
+                code_paths=[str(Path(keel.__file__).parent)], signature=signature, input_example=example,
+                pip_requirements=pip_requirements(),
+            )
+    return info.model_uri
+
+
 class _Context:
     """The slice of mlflow's PythonModelContext that PixelClassifier.load_context reads."""
 
@@ -120,13 +159,14 @@ class _Context:
         self.artifacts = artifacts
 
 
-def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str], description: str = "") -> str:
+def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str], description: str = "",
+             model_description: str = "Keel pixel classifier") -> str:
     """Registers `model_uri` as a new version of `name` and returns the version number."""
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         try:
-            client.create_registered_model(name, description="Keel pixel classifier")
+            client.create_registered_model(name, description=model_description)
         except mlflow.exceptions.MlflowException:
             pass  # created concurrently
     # A logged model's URI (models:/m-<id>) names its LoggedModel; a tracking server insists on

@@ -15,6 +15,11 @@ def versions_dir() -> Path:
     return home() / "data" / "versions"
 
 
+def curated_dir() -> Path:
+    """Accepted incoming batches that join the training data (one folder per dataset)."""
+    return home() / "data" / "curated"
+
+
 def checkpoints_dir() -> Path:
     return home() / "data" / "checkpoints"
 

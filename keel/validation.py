@@ -7,10 +7,10 @@ non-integer pixels, plus the first offending pixel), and GX checks every row of 
 profile. The verdict is the same -- a row fails exactly when one of its pixels does -- and
 each failing row still names its file, line, pixel column and value.
 
-Three batches are validated:
-- ``schema``: the header (column set and order);
-- ``rows``: the per-row profile (labels, pixel ranges, nulls, row count);
-- ``classes``: one row per configured class with its share of the rows.
+The tables and their suites are described in keel/suite.py: ``schema`` (one row per
+column), ``rows`` (the per-row profile), ``classes`` (one row per class) and, for incoming
+batches, ``drift``. This module builds the tables and runs the suites; keel/incoming.py
+turns row-level failures into a quarantine.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from keel.config import DatasetConfig
@@ -40,6 +41,7 @@ class Failure:
     rule: str
     unexpected_count: int | None
     unexpected_percent: float | None
+    on_failure: str = "reject"
     examples: list[dict] = field(default_factory=list)
     observed: str | None = None
 
@@ -64,6 +66,7 @@ class ValidationReport:
     failures: list[Failure]
     seconds: float
     docs_index: str | None = None
+    suite: str = ""
 
     def summary(self) -> str:
         if self.success:
@@ -96,88 +99,77 @@ class ValidationReport:
         return asdict(self)
 
 
-def _expectations(config: DatasetConfig) -> dict[str, list]:
-    """The suite, one list of GX expectations per batch, with the rule each states in words."""
-    import great_expectations.expectations as gxe
-
-    labels = [str(v) for v in config.labels]
-    policy = config.validation
-    n_pixels = config.image.n_pixels
-
-    def notes(text):
-        return {"notes": text, "meta": {"rule": text}}
-
-    return {
-        "schema": [
-            gxe.ExpectTableColumnsToMatchOrderedList(
-                column_list=config.expected_columns,
-                **notes(f"columns must be {config.label_column}, {config.pixel_prefix}1..{config.pixel_prefix}{n_pixels} in this order")),
-        ],
-        "rows": [
-            gxe.ExpectTableRowCountToBeBetween(
-                min_value=policy.min_rows, max_value=policy.max_rows,
-                **notes(f"the table must hold {policy.min_rows}-{policy.max_rows} rows")),
-            gxe.ExpectColumnValuesToNotBeNull(column="label", **notes("every row needs a label")),
-            gxe.ExpectColumnValuesToBeInSet(
-                column="label", value_set=labels,
-                **notes(f"labels must be one of the configured classes ({', '.join(labels)})")),
-            gxe.ExpectColumnValuesToBeInSet(
-                column="pixel_count", value_set=[n_pixels],
-                **notes(f"every row needs {n_pixels} pixel columns")),
-            gxe.ExpectColumnValuesToBeInSet(column="pixel_nulls", value_set=[0], **notes("pixels must not be empty")),
-            gxe.ExpectColumnValuesToBeInSet(column="pixel_non_numeric", value_set=[0], **notes("pixels must be numbers")),
-            gxe.ExpectColumnValuesToBeInSet(column="pixel_non_integer", value_set=[0], **notes("pixels must be whole numbers")),
-            gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, **notes("pixels must be at least 0")),
-            gxe.ExpectColumnValuesToBeBetween(column="pixel_max", max_value=255, **notes("pixels must be at most 255")),
-            gxe.ExpectColumnDistinctValuesToContainSet(
-                column="label", value_set=labels, **notes("every configured class must be present")),
-        ],
-        "classes": [
-            gxe.ExpectColumnValuesToBeBetween(
-                column="share_of_uniform", min_value=policy.min_class_share, max_value=policy.max_class_share,
-                **notes(f"each class must hold {policy.min_class_share:g}-{policy.max_class_share:g} times "
-                        "a uniform share of the rows")),
-        ],
-    }
-
-
-# Columns that identify a failing row in each batch's examples.
-_INDEX_COLUMNS = {
-    "schema": [],
-    "rows": ["file", "line", "label", "bad_pixel", "bad_value"],
-    "classes": ["label", "class_name", "rows"],
+# Columns that identify a failing row in each table's examples.
+INDEX_COLUMNS = {
+    "schema": ["column", "position"],
+    "rows": ["row", "line", "id", "label", "bad_pixel", "bad_value", "file"],
+    "classes": ["label", "class_name", "rows", "expected_rows"],
+    "drift": ["check", "statistic", "value", "threshold", "p_value"],
 }
 
 
-def class_table(profile: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
-    """One row per configured class: its row count and share relative to a uniform share."""
-    counts = profile["label"].value_counts()
-    n, k = len(profile), len(config.labels)
-    rows = [int(counts.get(str(label), 0)) for label in config.labels]
+def schema_table(header: list[str], config: DatasetConfig, id_column: str | None = None,
+                 kinds: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per column of the input: name, position, role and (pixels) how its values read."""
+    pixels = set(config.pixel_columns)
+    kinds = kinds or {}
+
+    def role(name: str) -> str:
+        if name == config.label_column:
+            return "label"
+        if id_column and name == id_column:
+            return "id"
+        return "pixel" if name in pixels else "unexpected"
+
+    roles = [role(c) for c in header]
     return pd.DataFrame({
-        "label": [str(v) for v in config.labels],
-        "class_name": config.class_names,
-        "rows": rows,
-        "share_of_uniform": [(r / n * k) if n else 0.0 for r in rows],
+        "column": pd.Series(header, dtype=object), "position": np.arange(1, len(header) + 1),
+        "role": pd.Series(roles, dtype=object),
+        "pixel_kind": pd.Series([kinds.get(c, "integer") if r == "pixel" else None for c, r in zip(header, roles)], dtype=object),
     })
 
 
-def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
-    """Runs the suite on a stored version; writes Data Docs (and report.json) to `docs_dir` when given."""
+def class_table(labels: pd.Series, config: DatasetConfig, classes: dict) -> pd.DataFrame:
+    """One row per configured class: rows, share, and the share's bounds for a batch of this
+    size (the reference share times the suite's ratios, widened by its standard errors)."""
+    counts = labels.dropna().astype(str).value_counts()
+    n = int(len(labels))
+    keys = [str(v) for v in config.labels]
+    reference = np.array([float(classes["reference_shares"].get(k, 0.0)) for k in keys])
+    rows = np.array([int(counts.get(k, 0)) for k in keys])
+    se = np.sqrt(reference * (1 - reference) / n) if n else np.zeros(len(keys))
+    k = classes["standard_errors"]
+    return pd.DataFrame({
+        "label": keys,
+        "class_name": config.class_names,
+        "rows": rows,
+        "expected_rows": np.round(reference * n, 1),
+        "share": (rows / n) if n else np.zeros(len(keys)),
+        "reference_share": reference,
+        "min_share": np.maximum(0.0, reference * classes["min_ratio"] - k * se),
+        "max_share": np.minimum(1.0, reference * classes["max_ratio"] + k * se),
+    })
+
+
+@dataclass
+class SuiteRun:
+    """Raw outcome of running the suites: per table, the GX results and the expectations run."""
+
+    results: dict[str, list]
+    expectations: int
+    seconds: float
+    docs_index: str | None
+
+
+def run_suites(tables: dict[str, pd.DataFrame], expectations: dict[str, list[dict]], run_name: str,
+               docs_dir: Path | None = None) -> SuiteRun:
+    """Validates each table with its expectations in one ephemeral GX context; builds Data Docs
+    into `docs_dir` when given (their time is not in `seconds`)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     started = time.perf_counter()
-    profile = version.profile()
-    header = version.meta["header"]
-    batches = {
-        "schema": pd.DataFrame(columns=header),
-        "rows": profile,
-        "classes": class_table(profile, config),
-    }
-    suites = _expectations(config)
-
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
@@ -186,28 +178,56 @@ def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: P
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
-    source = context.data_sources.add_pandas(name=f"{config.name}-{version.id}")
-    failures: list[Failure] = []
+    source = context.data_sources.add_pandas(name=run_name)
+    results: dict[str, list] = {}
     total = 0
-    for batch_name, expectations in suites.items():
-        total += len(expectations)
-        batch_definition = source.add_dataframe_asset(name=batch_name).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"keel-{config.name}-{batch_name}", expectations=expectations))
+    for table_name, frame in tables.items():
+        suite_expectations = expectations.get(table_name) or []
+        if not suite_expectations:
+            continue
+        total += len(suite_expectations)
+        batch_definition = source.add_dataframe_asset(name=table_name).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"keel-{table_name}", expectations=suite_expectations))
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{config.name}-{version.id}-{batch_name}", data=batch_definition, suite=suite))
-        result_format = {"result_format": "COMPLETE", "partial_unexpected_count": MAX_EXAMPLES}
-        if _INDEX_COLUMNS[batch_name]:
-            result_format["unexpected_index_column_names"] = _INDEX_COLUMNS[batch_name]
-        result = definition.run(batch_parameters={"dataframe": batches[batch_name]}, result_format=result_format)
-        failures += [_failure(batch_name, r, header, batches["classes"]) for r in result.results if not r.success]
-
+            gx.ValidationDefinition(name=f"{run_name}-{table_name}", data=batch_definition, suite=suite))
+        result_format = {"result_format": "COMPLETE", "partial_unexpected_count": MAX_EXAMPLES,
+                         "unexpected_index_column_names": [c for c in INDEX_COLUMNS[table_name] if c in frame.columns]}
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+        results[table_name] = list(result.results)
+    seconds = time.perf_counter() - started
     docs_index = None
     if docs_dir is not None:
         context.build_data_docs(site_names=["keel"])
         docs_index = str(Path(docs_dir) / "index.html")
+    return SuiteRun(results, total, seconds, docs_index)
+
+
+def failures_of(run: SuiteRun, header: list[str], classes: pd.DataFrame | None) -> list[Failure]:
+    return [_failure(table, r, header, classes) for table, results in run.results.items() for r in results if not r.success]
+
+
+def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
+    """Runs the dataset's suite (or its structural suite) on a stored version as training data;
+    writes Data Docs (and report.json) to `docs_dir` when given."""
+    from keel.suite import load_suite
+
+    started = time.perf_counter()
+    suite = load_suite(config)
+    profile = version.profile()
+    header = version.meta["header"]
+    classes = class_table(profile["label"], config, suite.classes)
+    tables = {
+        "schema": schema_table(header, config, kinds=version.meta.get("non_integer_columns")),
+        "rows": profile,
+        "classes": classes,
+    }
+    available = {"labels", "training"}
+    run = run_suites(tables, {t: suite.expectations(t, available) for t in tables}, f"{config.name}-{version.id}", docs_dir)
+    failures = failures_of(run, header, classes)
     report = ValidationReport(
         dataset=config.name, version=version.id, rows=len(profile), success=not failures,
-        expectations=total, failures=failures, seconds=time.perf_counter() - started, docs_index=docs_index)
+        expectations=run.expectations, failures=failures, seconds=time.perf_counter() - started,
+        docs_index=run.docs_index, suite=suite.name)
     if docs_dir is not None:
         with atomic_path(Path(docs_dir) / "report.json") as tmp:
             tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -221,30 +241,25 @@ def _failure(batch: str, result, header: list[str], classes: pd.DataFrame) -> Fa
     rule = (expectation.meta or {}).get("rule", expectation.type)
     examples = []
     observed = None
-    if batch == "schema":
-        expected = result.expectation_config.kwargs["column_list"]
-        missing = [c for c in expected if c not in header]
-        extra = [c for c in header if c not in expected]
-        parts = []
-        if not header:
-            parts.append("no columns at all (empty file?)")
-        if missing:
-            parts.append(f"missing {_few(missing)}")
-        if extra:
-            parts.append(f"unexpected {_few(extra)}")
-        if not missing and not extra:
-            parts.append("the same columns in another order")
-        observed = "; ".join(parts)
-    elif details.get("unexpected_index_list"):
+    if batch == "schema" and expectation.type == "expect_column_distinct_values_to_contain_set":
+        missing = [c for c in kwargs["value_set"] if c not in header]
+        observed = "no columns at all (empty file?)" if not header else f"missing {_few(missing)}"
+    elif batch == "schema" and kwargs.get("column") == "role":
+        observed = f"unexpected {_few([str(e.get('column')) for e in details.get('unexpected_index_list') or []])}"
+    elif batch == "schema" and expectation.type == "expect_column_values_to_be_unique":
+        observed = f"repeated {_few(sorted({str(e.get('column')) for e in details.get('unexpected_index_list') or []}))}"
+    if observed is None and details.get("unexpected_index_list"):
         for item in details["unexpected_index_list"][:MAX_EXAMPLES]:
-            examples.append({k: _plain(v) for k, v in item.items() if v not in ("", None)})
-    elif "observed_value" in details:
+            examples.append({k: _plain(v) for k, v in item.items() if v is not None and not (isinstance(v, str) and v == "")})
+    elif observed is None and "observed_value" in details:
         observed = str(_plain(details["observed_value"]))
-    if expectation.type == "expect_column_distinct_values_to_contain_set":
-        absent = classes[classes["rows"] == 0]
+    if batch == "classes" and kwargs.get("column") == "rows" and classes is not None:
+        absent = classes[(classes["rows"] == 0) & (classes["expected_rows"] >= 5)]
         observed = f"missing {_few([f'{r.label} ({r.class_name})' for r in absent.itertuples()])}"
+    meta = expectation.meta or {}
     return Failure(
-        batch=batch, expectation=expectation.type, column=kwargs.get("column"), rule=rule,
+        batch=batch, expectation=expectation.type, column=kwargs.get("column") or kwargs.get("column_A"), rule=rule,
+        on_failure=meta.get("on_failure", "reject"),
         unexpected_count=details.get("unexpected_count"),
         unexpected_percent=details.get("unexpected_percent"),
         examples=examples, observed=observed,

@@ -41,8 +41,8 @@ def class_missing(rows: pd.DataFrame, path: Path) -> None:
 CASES = {
     "pixel-300": (pixel_300, "pixels must be at most 255", "line=9, label="),
     "non-numeric-pixel": (non_numeric_pixel, "pixels must be numbers", "bad_pixel=pixel5, bad_value=non-numeric"),
-    "missing-column": (missing_column, "columns must be label, pixel1..pixel784", "missing pixel784"),
-    "unknown-label": (unknown_label, "labels must be one of the configured classes", "label=9, file="),
-    "empty-file": (empty_file, "the table must hold 50-100000 rows", "no columns at all"),
-    "class-missing": (class_missing, "every configured class must be present", "missing 3 (D)"),
+    "missing-column": (missing_column, "all 784 pixel columns pixel1..pixel784 must be present", "missing pixel784"),
+    "unknown-label": (unknown_label, "labels must be one of the configured classes", "label=9, row=11, line=12"),
+    "empty-file": (empty_file, "the batch must hold 50-100000 rows", "no columns at all"),
+    "class-missing": (class_missing, "every class must be present", "missing 3 (D)"),
 }

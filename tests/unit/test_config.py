@@ -17,7 +17,7 @@ def test_shipped_configs_load():
 
 def test_invalid_config_names_file_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("name: x\nformat: parquet\ntrain: [{path: a.csv}]\nimage: {height: 28, width: 28}\nclasses: [a, b]\n")
+    path.write_text("name: x\nformat: xlsx\ntrain: [{path: a.csv}]\nimage: {height: 28, width: 28}\nclasses: [a, b]\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*format"):
         load_dataset_config(path)
 

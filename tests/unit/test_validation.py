@@ -14,7 +14,7 @@ def test_clean_rows_pass_and_write_data_docs(tmp_path, small_config):
     version = ingest(config, root=tmp_path / "v").version
     report = validate_version(version, config, tmp_path / "docs")
     assert report.success, report.summary()
-    assert report.failures == [] and report.rows == 480 and report.expectations == 12
+    assert report.failures == [] and report.rows == 480 and report.expectations == 16
     assert (tmp_path / "docs" / "index.html").exists()
     assert json.loads((tmp_path / "docs" / "report.json").read_text())["success"] is True
 
@@ -42,5 +42,5 @@ def test_class_share_bounds_flag_a_starved_class(tmp_path, small_rows):
     config = load_dataset_config(write_dataset_config(tmp_path, csv))
     report = validate_version(ingest(config, root=tmp_path / "v").version, config)
     [failure] = report.failures
-    assert failure.column == "share_of_uniform"
+    assert failure.rule.startswith("each class's share must be at least") and failure.on_failure == "class_share"
     assert failure.examples[0]["class_name"] == "F"

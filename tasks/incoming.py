@@ -1,0 +1,47 @@
+"""Prefect tasks for incoming data: infer the suite, validate a landed batch, curate it."""
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from keel.pipeline import curate_stage, profile_stage, validate_incoming_stage
+from tasks import retry_unless_user_error
+
+
+@task(name="profile-reference")
+def profile_reference(dataset_config: str, version: dict, out: str | None, epochs: int) -> dict:
+    """The inferred suite's path and the registered autoencoder's URI."""
+    result = profile_stage(dataset_config, version["version_dir"], out, epochs)
+    create_markdown_artifact(
+        key="inferred-suite",
+        markdown=(f"# Suite inferred from {version['dataset']} `{version['version']}`\n\n"
+                  f"- suite: `{result['suite_path']}` ({result['expectations']} expectations)\n"
+                  f"- autoencoder: `{result['model_uri']}`, threshold {result['threshold']:.4g}\n"
+                  + "".join(f"- {k.replace('_', ' ')}: {v:.1%}\n" for k, v in result["behaviour"].items())),
+        description="Expectation suite and anomaly scorer")
+    return result
+
+
+@task(name="validate-batch", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+def validate_batch(dataset_config: str, input_path: str, report_dir: str | None, labels_path: str | None,
+                   id_column: str) -> dict:
+    """The batch's verdict, exit code and report paths. The report folder is replaced whole, so a retry is safe."""
+    result = validate_incoming_stage(dataset_config, input_path, report_dir, labels_path, id_column)
+    create_markdown_artifact(key="incoming-validation", markdown=result.markdown(),
+                             description=f"{result.dataset}: {result.verdict}")
+    create_link_artifact(key="incoming-data-docs", link=Path(result.files["docs_index"]).as_uri(),
+                         link_text="Great Expectations Data Docs", description="Validation results as HTML")
+    if result.quarantined_rows:
+        import pandas as pd
+
+        reasons = pd.read_csv(result.files["quarantine"], nrows=200, keep_default_na=False)
+        create_table_artifact(key="quarantine", table=reasons.astype(str).to_dict("records"),
+                              description=f"First problems of {result.quarantined_rows} quarantined rows")
+    return result.to_dict() | {"exit_code": result.exit_code, "accepted": result.accepted, "text": result.summary()}
+
+
+@task(name="curate-batch", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+def curate_batch(dataset_config: str, report_dir: str) -> dict:
+    """The new curated dataset version; adding the same clean rows twice adds them once."""
+    return curate_stage(dataset_config, report_dir)
