@@ -31,6 +31,7 @@ test-flows: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_sign_mnist.py
 	$(BIN)/python benchmarks/score_sign_mnist.py
+	$(BIN)/python benchmarks/validate_sign_mnist.py
 
 clean:
 	rm -rf data/versions data/checkpoints reports mlruns/mlflow.db mlruns/artifacts

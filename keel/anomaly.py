@@ -85,8 +85,8 @@ def train_autoencoder(pixels: np.ndarray, config: AutoencoderConfig) -> TrainedA
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(normal_error)
-            outlier_total += float(outlier_error.mean())
+            total += float(normal_error.detach())
+            outlier_total += float(outlier_error.detach().mean())
             batches += 1
         history.append({"epoch": epoch, "reconstruction_error": total / max(batches, 1),
                         "inverted_reconstruction_error": outlier_total / max(batches, 1)})

@@ -67,6 +67,7 @@ class BatchResult:
     anomaly: dict
     seconds: dict
     report_dir: str
+    unparsed_lines: list[dict] = field(default_factory=list)
     files: dict = field(default_factory=dict)
 
     @property
@@ -88,6 +89,8 @@ class BatchResult:
             lines.append(f"- [{failure.on_failure}] {failure.sentence()}")
             for example in failure.examples[:3]:
                 lines.append("    e.g. " + ", ".join(f"{k}={v}" for k, v in example.items()))
+        if self.unparsed_lines:
+            lines.append(f"- [quarantine] {self._unparsed()}")
         drifted = [d for d in self.drift if d["drifted"]]
         for d in drifted:
             lines.append(f"- drift in {d['check']}: {d['statistic']} {d['value']:.3f} > {d['threshold']:g} (p={d['p_value']:.2g})")
@@ -105,6 +108,8 @@ class BatchResult:
             out += ["**Rejected because**", ""] + [f"- {r}" for r in self.reasons] + [""]
         out.append(f"{self.quarantined_rows} rows quarantined, {self.clean_rows} clean; "
                    f"checks took {self.seconds.get('checks', 0):.2f} s.")
+        if self.unparsed_lines:
+            out += ["", f"- {self._unparsed()}"]
         if self.failures:
             out += ["", "| expectation | on failure | column | failing | examples |", "|---|---|---|---|---|"]
             for f in self.failures:
@@ -122,6 +127,11 @@ class BatchResult:
             out += ["", f"Anomaly scores: threshold {self.anomaly['threshold']:.4g}, {self.anomaly['flagged']} flagged, "
                         f"highest {self.anomaly['max']:.4g}."]
         return "\n".join(out)
+
+    def _unparsed(self) -> str:
+        first = self.unparsed_lines[0]
+        return (f"{len(self.unparsed_lines)} lines could not be read: every line needs {first['expected']} fields "
+                f"(e.g. line {first.get('line', '?')} has {first['fields']})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -228,7 +238,8 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
             dataset=config.name, input=str(input_path), input_sha256=sha, suite=suite.name, rows=n_rows, labelled=labelled,
             verdict=verdict, reasons=reasons, quarantined_rows=len(quarantined) + len(parsed.skipped),
             clean_rows=len(clean_index) if verdict != REJECTED else 0, problems=problems, failures=failures,
-            drift=drift_rows, anomaly=anomaly, seconds=timings, report_dir=str(final))
+            drift=drift_rows, anomaly=anomaly, seconds=timings, report_dir=str(final),
+            unparsed_lines=[{k: v for k, v in item.items() if k != "text"} for item in parsed.skipped])
         tick = time.perf_counter()
         _write_outputs(staged, final, result, parsed, profile, reasons_frame, quarantined, clean_index, config, id_column)
         timings["write"] = time.perf_counter() - tick
@@ -285,10 +296,9 @@ def _quarantine(run, parsed: ParsedTable, profile: pd.DataFrame, failures: list[
             value = profile[column].iloc[i]
             records.append((int(profile["row"].iloc[i]), int(profile["line"].iloc[i]), profile["id"].iloc[i], column,
                             "" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)), expectation, rule))
-    n_fields = len(parsed.header)
     for item in parsed.skipped:
-        records.append((None, item.get("line"), "", "", item["text"][:60], "csv_row_has_header_fields",
-                        f"every line needs {n_fields} fields; this one has {item['fields']}"))
+        records.append((None, item.get("line"), "", "", item["text"][:60], "csv_line_has_header_fields",
+                        f"every line needs {item['expected']} fields; this one has {item['fields']}"))
     frame = pd.DataFrame.from_records(records, columns=QUARANTINE_COLUMNS)
     frame = frame.sort_values(["line", "column"], kind="stable").reset_index(drop=True)
     frame["row"] = frame["row"].astype("Int64")
