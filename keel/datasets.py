@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import struct
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -273,14 +274,11 @@ def image_statistics(matrix: np.ndarray) -> dict[str, np.ndarray]:
     if p == 0:
         return {name: np.full(n, np.nan) for name in IMAGE_STATISTICS}
     if matrix.dtype.kind == "f":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-missing rows give NaN, as they should
-                mean = np.nanmean(matrix, axis=1)
-                std = np.nanstd(matrix, axis=1)
-                saturated = np.nanmean(np.where(np.isnan(matrix), np.nan, (matrix <= 0) | (matrix >= 255)), axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing rows give NaN, as they should
+            mean = np.nanmean(matrix, axis=1)
+            std = np.nanstd(matrix, axis=1)
+            saturated = np.nanmean(np.where(np.isnan(matrix), np.nan, (matrix <= 0) | (matrix >= 255)), axis=1)
     else:
         values = matrix.astype(np.float32, copy=False)
         mean = values.mean(axis=1, dtype=np.float64)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from keel import settings
 from keel.config import DatasetConfig
 from keel.datasets import (
-    ParsedTable, _empty_profile, curated_manifest, ingest, parse_idx_array, parse_idx_pair, parse_pixel_csv,
+    ParsedTable, curated_manifest, ingest, parse_idx_array, parse_idx_pair, parse_pixel_csv,
     parse_pixel_parquet,
 )
 from keel.errors import DatasetError, KeelError
@@ -161,8 +161,6 @@ def read_batch(config: DatasetConfig, input_path: str, labels_path: str | None, 
         parsed.header = [c for c in parsed.header if c != config.label_column]
         parsed.labels = pd.Series([None] * len(images), dtype=object)
         return parsed, sha, "idx"
-    if not text.strip():
-        return ParsedTable([], pd.Series([], dtype=object), None, _empty_profile()), sha, "csv"
     return parse_pixel_csv(input_path, text, config, "incoming", id_column), sha, "csv"
 
 
@@ -255,7 +253,7 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
 def _rejections(failures: list[Failure], quarantined: int, rows: int, config: DatasetConfig, schema_ok: bool) -> list[str]:
     """Why the batch as a whole is rejected, by the dataset's policy (empty: accepted)."""
     policy = config.validation
-    reasons = [f"{f.sentence()}" for f in failures if f.on_failure == "reject"]
+    reasons = [f.sentence() for f in failures if f.on_failure == "reject"]
     if not schema_ok and not reasons:
         reasons.append("the columns do not match the dataset")
     if rows and quarantined / rows > policy.max_quarantined_fraction:

@@ -54,7 +54,7 @@ def profile_reference(config: DatasetConfig, version: DatasetVersion, out: Path,
     checks = behaviour(trained.model, flat[evaluation_idx], threshold, seed)
     anomaly = {
         "weights": weights.name, "sha256": sha, "threshold": round(threshold, 6), "percentile": PERCENTILE, "margin": MARGIN,
-        "architecture": {k: v for k, v in ae_config.__dict__.items()},
+        "architecture": dict(ae_config.__dict__),
         "unseen_reference_errors": {"p50": float(np.percentile(unseen, 50)), "p99": float(np.percentile(unseen, 99)),
                                     f"p{PERCENTILE:g}": float(np.percentile(unseen, PERCENTILE)), "max": float(unseen.max())},
         "behaviour": checks,

@@ -254,7 +254,9 @@ def _failure(batch: str, result, header: list[str], classes: pd.DataFrame) -> Fa
     elif observed is None and "observed_value" in details:
         observed = str(_plain(details["observed_value"]))
     if batch == "classes" and kwargs.get("column") == "rows" and classes is not None:
-        absent = classes[(classes["rows"] == 0) & (classes["expected_rows"] >= 5)]
+        from keel.suite import MIN_EXPECTED_ROWS
+
+        absent = classes[(classes["rows"] == 0) & (classes["expected_rows"] >= MIN_EXPECTED_ROWS)]
         observed = f"missing {_few([f'{r.label} ({r.class_name})' for r in absent.itertuples()])}"
     meta = expectation.meta or {}
     return Failure(
