@@ -1,7 +1,9 @@
 """Flows for incoming data.
 
-- `validate_incoming_flow`: validate a landed batch -> (if asked and accepted) add it to the
-  curated training data. Run it as `keel validate --dataset NAME --input PATH`.
+- `validate_incoming_flow`: validate a landed file (or each new file of a landing folder) ->
+  (if asked and accepted) add it to the curated training data. Run it as
+  `keel validate --dataset NAME --input PATH`, or through the `validate-incoming` deployment,
+  which `keel watch` triggers for every file that lands.
 - `profile_flow`: ingest the reference -> infer the suite and train the anomaly scorer.
   Run it as `keel validate profile --dataset NAME`.
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.incoming import curate_batch, profile_reference, validate_batch
+from keel.incoming import batches_summary
+from tasks.incoming import curate_batch, pending_batches, profile_reference, validate_batch
 from tasks.ingest import ingest_dataset
 
 
@@ -23,11 +26,27 @@ def validate_incoming_flow(
     id_column: str = "id",
     curate: bool = False,
 ) -> dict:
-    """Validates one landed file against the dataset's suite; curates it when accepted and asked to."""
-    result = validate_batch(dataset_config, input_path, report_dir, labels_path, id_column)
-    if curate and result["accepted"]:
-        result["curated"] = curate_batch(dataset_config, result["report_dir"])
-    return result
+    """Validates landed data against the dataset's suite; curates accepted batches when asked.
+
+    Args:
+        dataset_config: The dataset's YAML file (relative to the project folder, or absolute).
+        input_path: A landed file (CSV, parquet or IDX), or a landing folder: then every file in
+            it that has no validation report yet. A local path or an fsspec URL.
+        report_dir: Report folder for a single file (default under reports/validation/).
+        labels_path: IDX labels file that goes with an IDX images file.
+        id_column: Column that identifies rows, when present.
+        curate: Add the clean rows of accepted, labelled batches to the curated training data.
+    """
+    files = pending_batches(dataset_config, input_path)
+    results = []
+    for path in files:
+        result = validate_batch(dataset_config, path, report_dir if path == input_path else None, labels_path, id_column)
+        if curate and result["accepted"]:
+            result["curated"] = curate_batch(dataset_config, result["report_dir"])
+        results.append(result)
+    if files == [input_path]:
+        return results[0]
+    return batches_summary(input_path, results)
 
 
 @flow(name="keel-profile-reference", log_prints=True)

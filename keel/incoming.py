@@ -137,6 +137,15 @@ class BatchResult:
         return asdict(self)
 
 
+def batches_summary(folder: str, results: list[dict]) -> dict:
+    """One result for the validation of a landing folder's new files (exit code: the worst)."""
+    lines = [f"{folder}: {len(results)} new file(s) validated" if results else f"{folder}: no new files to validate"]
+    lines += [r["text"] for r in results]
+    return {"input_path": folder, "batches": results, "text": "\n\n".join(lines),
+            "exit_code": max((r["exit_code"] for r in results), default=0),
+            "accepted": all(r["accepted"] for r in results)}
+
+
 def default_report_dir(config: DatasetConfig, input_path: str, sha: str) -> Path:
     stem = Path(input_path).name.split(".")[0] or "batch"
     return settings.reports_dir() / "validation" / config.name / "incoming" / f"{stem}-{sha[:12]}"

@@ -113,3 +113,54 @@ def replace_dir(staged: Path, final: Path) -> None:
     os.rename(staged, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- fsspec locations
+# Inputs and outputs may be local paths or fsspec URLs (s3://, gs://, abfs://, memory://...):
+# in team mode the workers that train and score may not share a disk.
+
+
+def is_remote(url: str | Path) -> bool:
+    """True for an fsspec URL whose filesystem is not the local disk."""
+    text = str(url)
+    if "://" not in text:
+        return False
+    return fsspec.core.url_to_fs(text)[0].protocol not in ("file", "local", ("file", "local"))
+
+
+def local_path(url: str | Path) -> Path:
+    """A local path or file:// URL as a Path."""
+    text = str(url)
+    return Path(fsspec.core.url_to_fs(text)[1]) if text.startswith("file://") else Path(text)
+
+
+def list_files(url: str | Path, suffixes: tuple[str, ...]) -> list[str] | None:
+    """The visible files in the folder `url` whose names end with `suffixes` (sorted), or None
+    when `url` is not a folder."""
+    fs, root = fsspec.core.url_to_fs(str(url))
+    if not fs.isdir(root):
+        return None
+    names = sorted(p for p in fs.ls(root, detail=False)
+                   if not Path(p).name.startswith(".") and p.lower().endswith(suffixes) and fs.isfile(p))
+    return [fs.unstrip_protocol(p) if is_remote(url) else p for p in names]
+
+
+def exists(url: str | Path) -> bool:
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs.exists(path)
+
+
+def put_atomic(local: Path, url: str) -> None:
+    """Uploads a finished local file to `url`: first beside it under a temporary name, then
+    moved onto it, so readers never see half a file."""
+    fs, path = fsspec.core.url_to_fs(url)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{os.getpid()}.tmp"
+    try:
+        fs.put_file(str(local), tmp)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise

@@ -79,10 +79,7 @@ def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainCo
     marker = folder / "run.json"
     if marker.exists():
         run_id = json.loads(marker.read_text())["run_id"]
-        try:
-            run = client.get_run(run_id)
-        except Exception:
-            run = None
+        run = _run_or_none(client, run_id)
         if run is not None and run.info.status != "FINISHED":
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "keel.resumed", "true")
@@ -99,6 +96,19 @@ def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainCo
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"run_id": run_id}))
     return {"run_id": run_id, "experiment_id": experiment, "checkpoint_dir": str(folder), "resumed": False}
+
+
+def _run_or_none(client, run_id: str):
+    """The run, or None when the store does not know it. Any other error (the tracking server
+    is down) propagates: the checkpoint must not be thrown away because of an outage."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
 
 
 def _params(train_config: TrainConfig, dataset: str, version: str) -> list:
@@ -419,6 +429,13 @@ def validate_incoming_stage(dataset_config: str, input_path: str, report_dir: st
 
     config = load_dataset_config(dataset_config)
     return validate_batch(config, input_path, report_dir, labels_path, id_column)
+
+
+def pending_stage(dataset_config: str, input_path: str) -> list[str]:
+    """The landed files to validate: the file itself, or a folder's files without a report."""
+    from keel.landing import pending_files
+
+    return pending_files(load_dataset_config(dataset_config), input_path)
 
 
 def curate_stage(dataset_config: str, report_dir: str) -> dict:

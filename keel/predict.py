@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ import torch
 
 from keel.datasets import pixel_matrix
 from keel.errors import DatasetError, KeelError
-from keel.io import atomic_path, decompress, folder_lock, read_bytes, sha256_hex
+from keel.io import (atomic_path, decompress, exists, folder_lock, is_remote, list_files, local_path, put_atomic,
+                     read_bytes, sha256_hex)
 
 FORMATS = ("parquet", "csv", "jsonl")
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -97,18 +99,24 @@ class ScoreSummary:
         return asdict(self)
 
 
-def input_files(path: str | Path) -> list[Path]:
-    """The files to score: `path` itself, or every CSV/parquet file in the folder `path`."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.name.lower().endswith(INPUT_SUFFIXES))
-        if not files:
-            raise DatasetError(f"{path}: the folder holds no .csv, .csv.gz or .parquet files to score")
-        return files
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or folder")
-    return [path]
+def input_files(path: str | Path) -> list[str]:
+    """The files to score: `path` itself, or every CSV/parquet file in the folder `path`
+    (local paths or fsspec URLs)."""
+    files = list_files(path, INPUT_SUFFIXES)
+    if files == []:
+        raise DatasetError(f"{path}: the folder holds no .csv, .csv.gz or .parquet files to score")
+    if files is None:
+        if not exists(path):
+            raise DatasetError(f"{path}: no such file or folder")
+        files = [str(path)]
+    return files
+
+
+def expand_output(output: str | Path, when: dt.datetime | None = None) -> str:
+    """`output` with `{date}` replaced by the scoring day (UTC, YYYY-MM-DD): one file per day
+    for a scheduled job."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return str(output).replace("{date}", when.strftime("%Y-%m-%d"))
 
 
 def sibling_paths(output: Path, fmt: str) -> tuple[Path, Path]:
@@ -117,9 +125,9 @@ def sibling_paths(output: Path, fmt: str) -> tuple[Path, Path]:
     return output.with_name(f"{stem}.errors.{fmt}"), output.with_name(f"{stem}.manifest.json")
 
 
-def read_table(path: Path, data: bytes) -> pa.Table:
+def read_table(path: str, data: bytes) -> pa.Table:
     """A CSV (gzip or not) or parquet file as an Arrow table; unreadable files fail naming the file."""
-    if data[:4] == b"PAR1" or path.name.lower().endswith((".parquet", ".pq")):
+    if data[:4] == b"PAR1" or str(path).lower().endswith((".parquet", ".pq")):
         try:
             return pq.read_table(pa.BufferReader(data))
         except (pa.ArrowInvalid, OSError) as exc:
@@ -180,8 +188,11 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     if fmt not in FORMATS:
         raise KeelError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
     started = time.perf_counter()
-    output = Path(output)
-    errors_path, manifest_path = sibling_paths(output, fmt)
+    output_url = expand_output(output)
+    errors_url, manifest_url = (str(p) for p in sibling_paths(Path(output_url), fmt))
+    if "://" in output_url:  # Path() folds the // of a URL
+        errors_url, manifest_url = (output_url.rsplit("/", 1)[0] + "/" + Path(p).name for p in (errors_url, manifest_url))
+    remote = is_remote(output_url)
     model = resolve_model(client, reference)
     files = input_files(input_path)
     blobs = [(path, read_bytes(str(path))) for path in files]
@@ -190,12 +201,9 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
                 "inputs": file_info, "format": fmt}
 
     if not force:
-        with folder_lock(output.parent):
-            if output.exists() and manifest_path.exists():
-                manifest = json.loads(manifest_path.read_text())
-                if {k: manifest.get(k) for k in identity} == identity:
-                    return ScoreSummary(**{**manifest["summary"], "reused": True,
-                                           "seconds": time.perf_counter() - started})
+        previous = _previous_manifest(output_url, manifest_url, remote)
+        if previous is not None and {k: previous.get(k) for k in identity} == identity:
+            return ScoreSummary(**{**previous["summary"], "reused": True, "seconds": time.perf_counter() - started})
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -263,19 +271,44 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     if "id" in predictions:
         predictions["id"] = predictions["id"].astype(str)
     summary = ScoreSummary(
-        model=identity["model"], output=str(output), errors=str(errors_path), manifest=str(manifest_path),
+        model=identity["model"], output=output_url, errors=errors_url, manifest=manifest_url,
         files=file_info, rows_scored=len(predictions),
         rows_rejected=int(errors.drop_duplicates(["input_file", "row"]).shape[0]),
         accuracy=(correct / labelled) if labelled else None, labelled_rows=labelled, reused=False,
         seconds=time.perf_counter() - started, model_seconds=model_seconds)
+    manifest = json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str)
+    if remote:
+        # Written locally first, then each uploaded under a temporary name and moved into place.
+        with tempfile.TemporaryDirectory(prefix="keel-scoring-") as staging:
+            for frame, url in ((predictions, output_url), (errors, errors_url)):
+                local = Path(staging) / url.rsplit("/", 1)[-1]
+                write_frame(frame, local, fmt)
+                put_atomic(local, url)
+            (Path(staging) / "manifest.json").write_text(manifest)
+            put_atomic(Path(staging) / "manifest.json", manifest_url)
+        return summary
+    output, errors_path, manifest_path = (local_path(u) for u in (output_url, errors_url, manifest_url))
     # Each file is renamed into place whole; the lock keeps the three of one job together when
     # two jobs write the same output (the last one wins entirely).
     with folder_lock(output.parent):
         write_frame(predictions, output, fmt)
         write_frame(errors, errors_path, fmt)
         with atomic_path(manifest_path) as tmp:
-            tmp.write_text(json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str))
+            tmp.write_text(manifest)
     return summary
+
+
+def _previous_manifest(output_url: str, manifest_url: str, remote: bool) -> dict | None:
+    """The manifest of an earlier job that wrote `output_url`, if both files are there."""
+    if remote:
+        if exists(output_url) and exists(manifest_url):
+            return json.loads(read_bytes(manifest_url))
+        return None
+    output, manifest = local_path(output_url), local_path(manifest_url)
+    with folder_lock(output.parent):
+        if output.exists() and manifest.exists():
+            return json.loads(manifest.read_text())
+    return None
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:

@@ -1,5 +1,7 @@
 """Prefect tasks: each a few lines that call keel/ and return paths, ids and small dicts."""
 
+from prefect.tasks import exponential_backoff
+
 from keel.errors import KeelError
 
 
@@ -12,3 +14,13 @@ def retry_unless_user_error(task, task_run, state) -> bool:
     except Exception:
         return True
     return True
+
+
+# Tasks that talk to the tracking server or to storage. The MLflow client already retries a
+# refused connection for about a minute; these retries cover longer outages: 3, 6, 12 and 24 s
+# apart (±50 % jitter so that many runs do not return at once), never for a user's mistake.
+REMOTE = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=3), retry_jitter_factor=0.5,
+              retry_condition_fn=retry_unless_user_error)
+# Long tasks that resume from a checkpoint when retried.
+RESUMABLE = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5,
+                 retry_condition_fn=retry_unless_user_error)

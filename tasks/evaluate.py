@@ -5,10 +5,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from keel.evaluate import metrics_markdown
 from keel.pipeline import evaluate_stage
-from tasks import retry_unless_user_error
+from tasks import REMOTE
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="evaluate", **REMOTE)
 def evaluate_model(run: dict, version: dict, trained: dict) -> dict:
     """Accuracy, macro-F1 and per-class precision/recall for the evaluation split (and test files)."""
     metrics = evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])

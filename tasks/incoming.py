@@ -5,8 +5,8 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from keel.pipeline import curate_stage, profile_stage, validate_incoming_stage
-from tasks import retry_unless_user_error
+from keel.pipeline import curate_stage, pending_stage, profile_stage, validate_incoming_stage
+from tasks import REMOTE
 
 
 @task(name="profile-reference")
@@ -23,7 +23,13 @@ def profile_reference(dataset_config: str, version: dict, out: str | None, epoch
     return result
 
 
-@task(name="validate-batch", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="pending-batches", **REMOTE)
+def pending_batches(dataset_config: str, input_path: str) -> list[str]:
+    """[input_path] for a file; for a landing folder, its files without a validation report."""
+    return pending_stage(dataset_config, input_path)
+
+
+@task(name="validate-batch", **REMOTE)
 def validate_batch(dataset_config: str, input_path: str, report_dir: str | None, labels_path: str | None,
                    id_column: str) -> dict:
     """The batch's verdict, exit code and report paths. The report folder is replaced whole, so a retry is safe."""
@@ -41,7 +47,7 @@ def validate_batch(dataset_config: str, input_path: str, report_dir: str | None,
     return result.to_dict() | {"exit_code": result.exit_code, "accepted": result.accepted, "text": result.summary()}
 
 
-@task(name="curate-batch", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="curate-batch", **REMOTE)
 def curate_batch(dataset_config: str, report_dir: str) -> dict:
     """The new curated dataset version; adding the same clean rows twice adds them once."""
     return curate_stage(dataset_config, report_dir)

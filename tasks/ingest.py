@@ -3,10 +3,10 @@
 from prefect import task
 
 from keel.pipeline import ingest_stage
-from tasks import retry_unless_user_error
+from tasks import REMOTE
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="ingest", **REMOTE)
 def ingest_dataset(dataset_config: str) -> dict:
     """The stored dataset version (path and id); reuses an identical one. Retried: sources may be remote."""
     return ingest_stage(dataset_config)

@@ -5,17 +5,17 @@ from prefect.artifacts import create_markdown_artifact
 
 from keel import tracking
 from keel.predict import resolve_model, score_files
-from tasks import retry_unless_user_error
+from tasks import REMOTE, RESUMABLE
 
 
-@task(name="resolve-model", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="resolve-model", **REMOTE)
 def resolve_model_version(reference: str) -> dict:
     """NAME, NAME@alias or NAME/version pinned to one version for the whole job."""
     ref = resolve_model(tracking.client(), reference)
     return {"name": ref.name, "version": ref.version, "run_id": ref.run_id, "reference": reference}
 
 
-@task(name="score", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="score", **RESUMABLE)
 def score_batch(model: dict, input_path: str, output: str, fmt: str, force: bool, id_column: str) -> dict:
     """The scoring summary. Outputs are written atomically, so a retry is safe."""
     summary = score_files(tracking.client(), f"{model['name']}/{model['version']}", input_path, output,

@@ -5,10 +5,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from keel.pipeline import promote_stage
 from keel.promotion import PromotionPolicy
-from tasks import retry_unless_user_error
+from tasks import REMOTE
 
 
-@task(name="promote", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="promote", **REMOTE)
 def promote_model(version: dict, registered: dict, metrics: dict, policy: PromotionPolicy) -> dict:
     """The verdict: whether the new version became champion, and why (in words and figures)."""
     verdict = promote_stage(version["version_dir"], registered["name"], registered["version"], metrics, policy)

@@ -4,10 +4,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from keel.pipeline import register_stage
-from tasks import retry_unless_user_error
+from tasks import REMOTE
 
 
-@task(name="register", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
+@task(name="register", **REMOTE)
 def register_model(run: dict, version: dict, trained: dict, metrics: dict, model_name: str | None = None) -> dict:
     """The registered model name, version number, aliases and URI."""
     registered = register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics, model_name)

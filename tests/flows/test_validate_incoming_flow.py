@@ -68,3 +68,19 @@ def test_profile_then_validate_then_curate_then_train_on_the_new_version(tmp_pat
     result = training_flow(dataset_config=str(config_path), train=TrainConfig(epochs=1, batch_size=64))
     assert result["version"]["version"] == curated.id and result["validation"]["success"]
     assert yaml.safe_load(config_path.read_text())["expectations"] == str(suite)
+
+
+def test_a_landing_folder_validates_each_new_file_once(tmp_path, keel_home):
+    """The scheduled validation: every file of the folder without a report; the worst exit code."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    clean_batch().head(100).to_csv(landing / "good.csv", index=False)
+    bad = clean_batch().head(100).astype(object)
+    bad.loc[3, "pixel10"] = 300
+    bad.to_csv(landing / "bad.csv", index=False)
+    assert main(["validate", "--dataset-config", SIGN_MNIST, "--input", str(landing)]) == 1
+    reports = keel_home / "reports" / "validation" / "sign-mnist" / "incoming"
+    verdicts = {p.parent.name.split("-")[0]: _report(p.parent)["verdict"] for p in reports.glob("*/report.json")}
+    assert verdicts == {"good": "accepted", "bad": "accepted with quarantine"}
+    assert main(["validate", "--dataset-config", SIGN_MNIST, "--input", str(landing)]) == 0  # nothing new
+    assert len(list(reports.glob("*/report.json"))) == 2

@@ -154,3 +154,25 @@ def test_two_jobs_writing_the_same_output_never_interleave(tmp_path, batch, smal
     assert manifest["inputs"][0]["file"] == written["input_file"][0]  # output and manifest of one job
     assert len(written) == results[Path(written["input_file"][0])].rows_scored
     assert sorted(p.name for p in out.parent.iterdir()) == ["preds.errors.parquet", "preds.manifest.json", "preds.parquet"]
+
+
+def test_fsspec_urls_in_and_out_with_a_dated_output(batch, model_name):
+    """Team workers may not share a disk: inputs and outputs can be fsspec URLs (here fsspec's
+    in-memory filesystem), and `{date}` in the output names one file per scoring day."""
+    import datetime as dt
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/landing/a.csv", batch.read_bytes())
+    fs.pipe("/landing/.partial.csv", b"not yet")  # hidden files are skipped
+    out = "memory://predictions/{date}/preds.parquet"
+    summary = score_files(tracking.client(), model_name, "memory://landing", out)
+    day = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    assert summary.output == f"memory://predictions/{day}/preds.parquet"
+    assert summary.rows_scored == 56 and summary.rows_rejected == 4
+    with fs.open(f"/predictions/{day}/preds.parquet", "rb") as handle:
+        assert len(pd.read_parquet(handle)) == 56
+    assert fs.exists(f"/predictions/{day}/preds.errors.parquet") and fs.exists(f"/predictions/{day}/preds.manifest.json")
+    assert not [p for p in fs.find("/predictions") if p.endswith(".tmp")]  # no temporary file left behind
+    assert score_files(tracking.client(), model_name, "memory://landing", out).reused
