@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit test-flows bench clean
+.PHONY: setup run test test-unit test-flows bench clean stack stack-down
 
 setup: $(STAMP)
 
@@ -35,3 +35,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf data/versions data/checkpoints reports mlruns/mlflow.db mlruns/artifacts
+
+# The team stack as local processes (see README "Run it as a team").
+stack: $(STAMP)
+	$(BIN)/keel stack up
+
+stack-down: $(STAMP)
+	$(BIN)/keel stack down

@@ -21,7 +21,16 @@ def batch_predict_flow(
     force: bool = False,
     id_column: str = "id",
 ) -> dict:
-    """Scores a file, or every CSV/parquet file in a folder, with one registered model version."""
+    """Scores a file, or every CSV/parquet file in a folder, with one registered model version.
+
+    Args:
+        model: NAME (= NAME@champion), NAME@alias or NAME/version in the MLflow registry.
+        input_path: A CSV (gzip or not) or parquet file, or a folder of them; a path or fsspec URL.
+        output: The predictions file (a path or fsspec URL); {date} becomes the UTC date of the run.
+        format: Output format of the predictions and errors files.
+        force: Score again even if this model version already scored these exact inputs.
+        id_column: Column that identifies rows (row numbers when absent).
+    """
     pinned = resolve_model_version(model)
     return score_batch(pinned, input_path, output, format, force, id_column)
 

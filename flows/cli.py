@@ -74,6 +74,23 @@ def _parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="make the previous champion champion again")
     rollback.add_argument("name")
     rollback.add_argument("--reason", default="rollback")
+
+    stack = commands.add_parser(
+        "stack", help="the team stack as local processes: Prefect server, MLflow server, a worker per pool, "
+        "the landing watcher (settings from KEEL_STACK_* variables, see README)")
+    stack.add_argument("action", choices=["up", "down", "status", "deploy"],
+                       help="up: start and deploy prefect.yaml; down: stop exactly what `up` started; "
+                       "status: what runs; deploy: create pools and automations and deploy prefect.yaml "
+                       "on the server PREFECT_API_URL names (docker-compose's deploy service)")
+    stack.add_argument("--no-deploy", action="store_true", help="up: start the services only")
+
+    watch = commands.add_parser("watch", help="emit a Prefect event (keel.data.landed) for each file that lands "
+                                "in a folder; the validate-incoming deployment runs on it",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _dataset_options(watch)
+    watch.add_argument("--landing", required=True, help="the landing folder (a path or an fsspec URL)")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between scans")
+    watch.add_argument("--once", action="store_true", help="stop when a scan finds nothing new")
     return parser
 
 
@@ -99,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["profile", *argv[2:]]
     args = _parser().parse_args(argv)
     commands = {"train": _train, "predict": _predict, "models": _models, "promote": _promote, "rollback": _rollback,
-                "validate": _validate, "profile": _profile}
+                "validate": _validate, "profile": _profile, "stack": _stack, "watch": _watch}
     try:
         return commands[args.command](args)
     except KeelError as exc:
@@ -201,6 +218,40 @@ def _profile(args) -> int:
     print(f"suite       {result['suite_path']} ({result['expectations']} expectations)")
     print(f"autoencoder {result['model_uri']} ({result['weights_path']}), threshold {result['threshold']:.4g}")
     print("flagged     " + ", ".join(f"{k.removeprefix('flagged_')} {v:.1%}" for k, v in result["behaviour"].items()))
+    return 0
+
+
+def _stack(args) -> int:
+    from flows.stack import Stack, StackSettings, alive, deploy_project, provision
+
+    settings = StackSettings.from_env(deploy=not args.no_deploy)
+    if args.action == "up":
+        print(Stack(settings).up().describe())
+    elif args.action == "down":
+        stopped = Stack.load(settings.stack_dir).down()
+        print(f"stopped {', '.join(stopped) if stopped else 'nothing (the recorded processes had already exited)'}")
+    elif args.action == "status":
+        stack = Stack.load(settings.stack_dir)
+        print(stack.describe())
+        for service in stack.services:
+            print(f"  {service.name:14} {'running' if alive(service) else 'NOT RUNNING'}")
+        return 0 if all(alive(s) for s in stack.services) else 1
+    else:
+        api_url = os.environ.get("PREFECT_API_URL")
+        if not api_url:
+            raise KeelError("stack deploy needs PREFECT_API_URL (the Prefect server to deploy to)")
+        provision(api_url, settings.crash_after_seconds)
+        deploy_project({})
+        print(f"work pools, crash detection and prefect.yaml's deployments are on {api_url}")
+    return 0
+
+
+def _watch(args) -> int:
+    from flows.watch import watch
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise KeelError("keel watch emits events to a Prefect server: set PREFECT_API_URL (see `keel stack up`)")
+    watch(args.landing, _dataset_config(args), args.interval, args.once, log=lambda line: print(line, flush=True))
     return 0
 
 

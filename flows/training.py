@@ -29,7 +29,15 @@ def training_flow(
     model_name: str | None = None,
     promotion: PromotionPolicy = PromotionPolicy(),
 ) -> dict:
-    """Trains, evaluates and registers a model on the dataset the YAML config describes."""
+    """Trains, evaluates and registers a model on the dataset the YAML config describes.
+
+    Args:
+        dataset_config: The dataset's YAML file (relative to the project folder, or absolute).
+        train: Architecture, epochs, batch size, learning rate, device, precision, augmentation.
+        fresh: Ignore the checkpoint of an interrupted identical run and start over.
+        model_name: Registered model name (default keel-<dataset>).
+        promotion: The champion/challenger gate: accuracy floor, margin, largest recall drop.
+    """
     # Opening the tracking store (a first run creates its tables) overlaps ingest and validation.
     tracking_ready = prepare_tracking.submit(dataset_config)
     version = ingest_dataset(dataset_config)
