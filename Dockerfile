@@ -1,0 +1,49 @@
+# The Keel image: the flows, their dependencies (PyTorch's CUDA build, which also runs on CPU),
+# Prefect and MLflow. docker-compose.yml runs the workers, the watcher, the deploy job and the
+# MLflow server from it.
+#   docker build -t keel:latest .
+#   docker run --rm keel:latest keel --help
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    KEEL_HOME=/opt/keel \
+    KEEL_PROJECT_DIR=/opt/keel \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    GX_ANALYTICS_ENABLED=false
+
+WORKDIR /opt/keel
+
+# Flows run as `keel`. Named volumes mounted on data/, reports/, predictions/, .keel-watch/ and
+# /mlartifacts take their ownership from these folders on first use, so they stay writable.
+RUN useradd --create-home --uid 1000 keel \
+    && mkdir -p /mlartifacts \
+    && chown keel:keel /opt/keel /mlartifacts
+
+# Dependencies first, against empty packages: a change to the code does not download them again.
+COPY pyproject.toml README.md ./
+RUN mkdir -p keel tasks flows \
+    && touch keel/__init__.py tasks/__init__.py flows/__init__.py \
+    && pip install --no-cache-dir . \
+    && pip uninstall --yes keel \
+    && rm -rf keel tasks flows build *.egg-info
+
+# The packages, installed editable: the code runs from /opt/keel, where the deployments'
+# entrypoints are, and flows.stack finds prefect.yaml next to its own package folder.
+COPY --chown=keel:keel keel/ keel/
+COPY --chown=keel:keel tasks/ tasks/
+COPY --chown=keel:keel flows/ flows/
+RUN pip install --no-cache-dir --no-deps --editable . \
+    && rm -rf build
+
+COPY --chown=keel:keel conf/ conf/
+COPY --chown=keel:keel data/ data/
+COPY --chown=keel:keel prefect.yaml ./
+COPY --chown=keel:keel mlruns/.gitkeep mlruns/
+# Folders that volumes are mounted on (the watcher's state in .keel-watch), owned by `keel`.
+RUN mkdir -p data/landing/incoming data/landing/scoring reports predictions .keel-watch \
+    && chown keel:keel data/landing data/landing/incoming data/landing/scoring reports predictions .keel-watch
+
+USER keel
+
+CMD ["keel", "--help"]

@@ -1,0 +1,328 @@
+"""The team stack's files agree with each other and with the code: docker-compose.yml,
+Dockerfile, .dockerignore, .env.example, docker/postgres-init.sql, prefect.yaml and
+flows.stack.POOLS. Docker cannot run here, so everything is checked by parsing."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import tomllib
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from flows.stack import POOLS
+from tests.conftest import REPO
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
+SERVICES: dict = COMPOSE["services"]
+PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+ENV_EXAMPLE = (REPO / ".env.example").read_text()
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}...; `$$` is a literal dollar sign.
+VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}")
+
+EXPECTED_SERVICES = {"postgres", "prefect-server", "mlflow", "deploy", "worker-cpu", "worker-gpu", "watcher"}
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: not KEY=value: {line!r}"
+            values[key.strip()] = value.strip()
+    return values
+
+
+def resolve(value: str) -> str:
+    """Compose interpolation with the defaults (an empty environment)."""
+    return VARIABLE.sub(lambda m: m.group(3) or "", str(value))
+
+
+def args(service: str) -> list[str]:
+    command = SERVICES[service].get("command", [])
+    return shlex.split(resolve(command)) if isinstance(command, str) else [resolve(a) for a in command]
+
+
+def option(service: str, name: str) -> str:
+    argv = args(service)
+    assert name in argv, f"{service}: no {name} in {argv}"
+    return argv[argv.index(name) + 1]
+
+
+def environment(service: str) -> dict[str, str]:
+    env = SERVICES[service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {k: resolve(v) for k, v in env.items()}
+
+
+def has_healthcheck(service: str) -> bool:
+    check = SERVICES[service].get("healthcheck") or {}
+    return bool(check.get("test")) and check["test"] != ["NONE"] and not check.get("disable")
+
+
+def one_shot(service: str) -> bool:
+    return SERVICES[service].get("restart") == "no"
+
+
+def keel_services() -> list[str]:
+    """The services that run Keel code (they carry KEEL_PROJECT_DIR)."""
+    return [name for name in SERVICES if "KEEL_PROJECT_DIR" in environment(name)]
+
+
+def workers() -> dict[str, str]:
+    """worker service -> the pool it polls."""
+    return {name: option(name, "--pool") for name in SERVICES
+            if args(name)[:3] == ["prefect", "worker", "start"]}
+
+
+def container_ports(service: str) -> set[str]:
+    ports = set()
+    for port in SERVICES[service].get("ports", []):
+        if isinstance(port, dict):
+            ports.add(str(port["target"]))
+        else:
+            ports.add(resolve(port).rsplit(":", 1)[-1].split("/")[0])
+    return ports
+
+
+def nvidia_devices(service: str) -> list[dict]:
+    reservations = SERVICES[service].get("deploy", {}).get("resources", {}).get("reservations", {})
+    return [d for d in reservations.get("devices", []) if d.get("driver") == "nvidia"]
+
+
+def deployment(entrypoint: str) -> dict:
+    found = [d for d in PREFECT_YAML["deployments"] if d["entrypoint"] == entrypoint]
+    assert len(found) == 1, f"prefect.yaml: {len(found)} deployments of {entrypoint}"
+    return found[0]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines = [line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+            for line in joined.splitlines() if line.strip()]
+
+
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for instruction, rest in dockerfile_instructions():
+        if instruction == "ENV":
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
+def dockerfile_copies() -> list[str]:
+    """Every source path of a COPY (no --from stages)."""
+    sources = []
+    for instruction, rest in dockerfile_instructions():
+        if instruction == "COPY":
+            parts = [p for p in shlex.split(rest) if not p.startswith("--")]
+            assert "--from" not in rest
+            sources += [p.rstrip("/") for p in parts[:-1]]
+    return sources
+
+
+def dockerfile_workdir() -> str:
+    workdirs = [rest.strip() for instruction, rest in dockerfile_instructions() if instruction == "WORKDIR"]
+    assert len(workdirs) == 1, f"expected one WORKDIR, found {workdirs}"
+    return workdirs[0]
+
+
+def dockerignore_pattern(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern as a regex: `**` any folders, `*` and `?` within one name."""
+    parts = re.split(r"(\*\*/?|\*|\?)", pattern.strip("/"))
+    table = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(table.get(part, re.escape(part)) for part in parts))
+
+
+def dockerignored(path: str) -> bool:
+    """.dockerignore semantics: the last matching pattern wins, `!` re-includes, and a pattern
+    that matches a folder excludes everything inside it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        regex = dockerignore_pattern(line.removeprefix("!"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            ignored = not negate
+    return ignored
+
+
+# --------------------------------------------------------------------------- services
+
+
+def test_services_healthchecks_and_dependencies():
+    assert EXPECTED_SERVICES <= set(SERVICES)
+    for name, service in SERVICES.items():
+        if not one_shot(name):
+            assert has_healthcheck(name), f"{name} runs for good but has no healthcheck"
+        depends_on = service.get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions (the long form)"
+        for target, spec in depends_on.items():
+            assert target in SERVICES, f"{name} depends on unknown service {target}"
+            condition = (spec or {}).get("condition")
+            if one_shot(target):
+                assert condition == "service_completed_successfully", f"{name} -> {target}: {condition}"
+            else:
+                assert condition == "service_healthy", f"{name} -> {target}: {condition}"
+                assert has_healthcheck(target), f"{name} waits for {target}, which has no healthcheck"
+    assert one_shot("deploy") and args("deploy") == ["keel", "stack", "deploy"]
+    for name in ("worker-cpu", "worker-gpu", "watcher"):
+        assert SERVICES[name]["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_pools_match_prefect_yaml_and_stack():
+    pools = workers()
+    assert set(pools) >= {"worker-cpu", "worker-gpu"}
+    assert pools["worker-cpu"] == "cpu" and pools["worker-gpu"] == "gpu"
+    deployed = {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]}
+    assert set(pools.values()) == deployed == set(POOLS)
+    for name in pools:
+        assert option(name, "--type") == "process"  # the type flows.stack creates the pools with
+        assert "--with-healthcheck" in args(name)
+    assert deployment("flows/training.py:training_flow")["work_pool"]["name"] == "gpu"
+    assert deployment("flows/batch_predict.py:batch_predict_flow")["work_pool"]["name"] == "cpu"
+    assert deployment("flows/validate_incoming.py:validate_incoming_flow")["work_pool"]["name"] == "cpu"
+
+
+def test_only_the_gpu_worker_reserves_a_gpu():
+    (device,) = nvidia_devices("worker-gpu")
+    assert "gpu" in device["capabilities"] and device.get("count", "all") in (1, "all")
+    for name, pool in workers().items():
+        if pool != "gpu":
+            assert not nvidia_devices(name), f"{name} (pool {pool}) reserves a GPU"
+            assert environment(name).get("CUDA_VISIBLE_DEVICES") == "", f"{name} should hide GPUs"
+
+
+def test_server_addresses_ports_and_databases():
+    prefect_port = option("prefect-server", "--port")
+    mlflow_port = option("mlflow", "--port")
+    assert container_ports("prefect-server") == {prefect_port}
+    assert container_ports("mlflow") == {mlflow_port}
+    assert f"localhost:{prefect_port}/api/health" in str(SERVICES["prefect-server"]["healthcheck"]["test"])
+    assert f"localhost:{mlflow_port}/health" in str(SERVICES["mlflow"]["healthcheck"]["test"])
+
+    assert set(keel_services()) >= {"deploy", "worker-cpu", "worker-gpu", "watcher"}
+    for name in keel_services():
+        env = environment(name)
+        assert env["PREFECT_API_URL"] == f"http://prefect-server:{prefect_port}/api", name
+        assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{mlflow_port}", name
+
+    # MLflow answers the host name the workers use (its DNS-rebinding protection), and localhost.
+    allowed = environment("mlflow")["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    for host in (f"mlflow:{mlflow_port}", "localhost:5000"):
+        assert any(fnmatch.fnmatch(host, pattern) for pattern in allowed), f"MLflow rejects Host: {host}"
+
+    postgres = environment("postgres")
+    argv = args("mlflow")
+    assert "--serve-artifacts" in argv
+    artifacts = option("mlflow", "--artifacts-destination")
+    assert any(str(v).endswith(f":{artifacts}") for v in SERVICES["mlflow"]["volumes"])
+    mlflow_db = urlsplit(option("mlflow", "--backend-store-uri"))
+    prefect_db = urlsplit(environment("prefect-server")["PREFECT_API_DATABASE_CONNECTION_URL"])
+    assert mlflow_db.scheme == "postgresql+psycopg2" and prefect_db.scheme == "postgresql+asyncpg"
+    for url in (mlflow_db, prefect_db):
+        assert (url.hostname, url.port) == ("postgres", 5432)
+        assert (url.username, url.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
+    assert prefect_db.path == f"/{postgres['POSTGRES_DB']}" == "/prefect"
+    mlflow_name = mlflow_db.path.lstrip("/")
+    assert mlflow_name == "mlflow"
+    init_sql = (REPO / "docker" / "postgres-init.sql").read_text()
+    assert re.search(rf"CREATE\s+DATABASE\s+\"?{mlflow_name}\"?\s*;", init_sql, re.IGNORECASE)
+    assert any(str(v).startswith("./docker/postgres-init.sql:/docker-entrypoint-initdb.d/")
+               for v in SERVICES["postgres"]["volumes"])
+
+
+def test_mlflow_job_execution_is_off():
+    assert environment("mlflow")["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_watcher_watches_the_validation_deployments_folder():
+    validation = deployment("flows/validate_incoming.py:validate_incoming_flow")
+    assert option("watcher", "--landing") == validation["parameters"]["input_path"]
+    assert args("watcher")[:2] == ["keel", "watch"]
+
+
+# --------------------------------------------------------------------------- variables and volumes
+
+
+def test_env_example_lists_exactly_the_variables_used():
+    example = env_example()
+    used = {m.group(1) for m in VARIABLE.finditer(COMPOSE_TEXT)}
+    assert used, "docker-compose.yml uses no variables?"
+    assert used == set(example), (f"missing from .env.example: {sorted(used - set(example))}; "
+                                  f"unused in docker-compose.yml: {sorted(set(example) - used)}")
+    for match in VARIABLE.finditer(COMPOSE_TEXT):
+        name, kind, default = match.groups()
+        if kind in (":-", "-"):
+            assert default == example[name], f"{name}: default {default!r} here, {example[name]!r} in .env.example"
+
+
+def test_named_volumes_are_declared_and_used():
+    declared = set(COMPOSE.get("volumes") or {})
+    used = set()
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, dict):
+                source = volume.get("source") if volume.get("type", "volume") == "volume" else None
+            else:
+                source = str(volume).split(":")[0] if ":" in str(volume) else None  # none: anonymous
+            if source and not source.startswith((".", "/", "~", "$")):  # not a bind mount
+                used.add(source)
+    assert used <= declared, f"undeclared volumes: {sorted(used - declared)}"
+    assert declared <= used, f"declared but unused volumes: {sorted(declared - used)}"
+
+
+# --------------------------------------------------------------------------- the image
+
+
+def test_dockerfile_ships_the_packages_and_the_project_dir():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages == {"keel", "tasks", "flows"}
+    copies = set(dockerfile_copies())
+    assert packages | {"prefect.yaml", "conf", "pyproject.toml"} <= copies, f"COPY sources: {sorted(copies)}"
+    for source in copies:
+        assert (REPO / source).exists(), f"Dockerfile copies {source}, which does not exist"
+        assert not dockerignored(source), f".dockerignore excludes {source}, which the Dockerfile copies"
+    workdir = dockerfile_workdir()
+    assert dockerfile_env()["KEEL_PROJECT_DIR"] == workdir
+    # flows.stack finds prefect.yaml from its own file (PROJECT_DIR): the packages must be
+    # installed editable from WORKDIR, not copied into site-packages.
+    installs = [rest for instruction, rest in dockerfile_instructions()
+                if instruction == "RUN" and "pip install" in rest]
+    assert installs and re.search(r"pip install\b[^&|;]*(--editable|-e)\s+\.(\s|$)", installs[-1]), installs
+    for name in keel_services():
+        assert environment(name)["KEEL_PROJECT_DIR"] == workdir
+        assert environment(name)["KEEL_HOME"] == workdir
+        mounts = {str(v).split(":")[1] for v in SERVICES[name].get("volumes", [])}
+        assert f"{workdir}/data" in mounts, f"{name}: data/ is not on a volume"
+    # The deployments run from KEEL_PROJECT_DIR, which is the image's WORKDIR.
+    pull_dirs = [step["prefect.deployments.steps.set_working_directory"]["directory"]
+                 for step in PREFECT_YAML["pull"] if "prefect.deployments.steps.set_working_directory" in step]
+    assert pull_dirs == ["{{ $KEEL_PROJECT_DIR }}"]
+
+
+@pytest.mark.parametrize("path, ignored", [
+    (".venv", True), (".git", True), ("mlruns/mlflow.db", True), ("mlruns/.gitkeep", False),
+    ("data/versions", True), ("data/checkpoints", True), ("data/curated", True), ("reports", True),
+    ("tests", True), ("benchmarks", True), ("keel/__pycache__", True), (".keel-stack", True), (".keel-watch", True), (".env", True),
+    ("data/sign-mnist/sign_mnist_train.csv.gz", False), ("keel/train.py", False),
+])
+def test_dockerignore_keeps_run_outputs_out(path, ignored):
+    assert dockerignored(path) == ignored
