@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -91,12 +92,14 @@ def flush_prefect_workers() -> None:
     EventsWorker.drain_all(timeout=10)
 
 
-def wait_for_health(url: str, process: subprocess.Popen, timeout: float) -> None:
-    """Returns once `url` answers 200; raises if `process` exits or `timeout` seconds pass."""
+def wait_for_health(url: str, process: subprocess.Popen | Callable[[], bool], timeout: float) -> None:
+    """Returns once `url` answers 200; raises if the process exits (`process` is a Popen, or a
+    callable that says whether it still runs) or `timeout` seconds pass."""
+    running = process if callable(process) else (lambda: process.poll() is None)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server behind {url} exited with code {process.returncode}")
+        if not running():
+            raise RuntimeError(f"the server behind {url} exited")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

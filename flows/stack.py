@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -538,18 +537,12 @@ def port_in_use(port: int) -> bool:
 
 
 def wait_healthy(service: Service, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(service):
-            raise KeelError(f"{service.name} exited while starting; see {service.log}")
-        try:
-            with urllib.request.urlopen(service.health, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise KeelError(f"{service.name} did not answer {service.health} within {timeout:.0f} s; see {service.log}")
+    from flows.prefect_api import wait_for_health
+
+    try:
+        wait_for_health(service.health, lambda: alive(service), timeout)
+    except RuntimeError as exc:
+        raise KeelError(f"{service.name}: {exc}; see {service.log}") from None
 
 
 def postgres_reachable(server_url: str) -> bool:
