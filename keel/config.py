@@ -60,18 +60,35 @@ class ValidationPolicy(_Strict):
     reject_on_drift: bool = True
 
 
+class ImageFolderOptions(_Strict):
+    """How an image folder is read: `root/<split>/<class>/*` (split folders named in `splits`),
+    or `root/<class>/*` split by the evaluation-split rule."""
+
+    root: str
+    # Keel split -> folder name under root; empty: the folder names train, valid/validation/val
+    # and test are recognised, and a root of class folders alone is split by evaluation_split.
+    splits: dict[Literal["train", "evaluation", "test"], str] = Field(default_factory=dict)
+    extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"])
+    # Smaller images (e.g. 1x1 tracking pixels) are quarantined.
+    min_side: int = Field(default=16, ge=1)
+
+
 class DatasetConfig(_Strict):
     """A dataset described in YAML: where the files are and what the rows mean."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    format: Literal["csv", "idx", "parquet"]
-    train: list[SourceFile] = Field(min_length=1)
+    format: Literal["csv", "idx", "parquet", "image-folder"]
+    train: list[SourceFile] = Field(default_factory=list)
     test: list[SourceFile] = Field(default_factory=list)
+    # For format image-folder: where the photos are. `image` is then the stored size (each
+    # photo's shorter side is resized to it and the centre cropped).
+    image_folder: ImageFolderOptions | None = None
     image: ImageShape
     label_column: str = "label"
     pixel_prefix: str = "pixel"
-    # Raw label value -> class name. A list means labels 0..N-1 in order.
-    classes: dict[int, str]
+    # Raw label value -> class name. A list means labels 0..N-1 in order. Image folders:
+    # inferred from the class folders' names (sorted) unless given.
+    classes: dict[int, str] = Field(default_factory=dict)
     evaluation_split: EvaluationSplit = Field(default_factory=EvaluationSplit)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     # The expectation suite inferred from the reference by `keel validate profile` (JSON, under
@@ -91,6 +108,19 @@ class DatasetConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
+        if self.format == "image-folder":
+            if self.image_folder is None:
+                raise ValueError("image_folder: format image-folder needs image_folder: {root: PATH}")
+            if not self.classes:
+                from keel.errors import DatasetError
+                from keel.imagefolder import infer_classes
+
+                try:
+                    self.classes = dict(enumerate(infer_classes(self)))
+                except DatasetError as exc:
+                    raise ValueError(str(exc)) from None
+        elif not self.train:
+            raise ValueError("train: list at least one source file")
         if len(self.classes) < 2:
             raise ValueError("classes: a classifier needs at least two classes")
         if len(set(self.classes.values())) != len(self.classes):

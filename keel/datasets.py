@@ -390,6 +390,10 @@ class IngestResult:
 def ingest(config: DatasetConfig, root: Path | None = None) -> IngestResult:
     """Reads the config's files and stores them as a dataset version, or reuses an identical one."""
     root = Path(root) if root else settings.versions_dir()
+    if config.format == "image-folder":
+        from keel.imagefolder import ingest_image_folder
+
+        return ingest_image_folder(config, root)
     sources: list[tuple[str, SourceFile]] = [("train", s) for s in config.train] + [("test", s) for s in config.test]
     sources += [("train", s) for s in curated_sources(config.name)]
     raw: list[tuple[str, SourceFile, bytes, bytes | None]] = []

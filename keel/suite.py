@@ -116,6 +116,30 @@ def structural_suite(config: DatasetConfig) -> dict:
     }
 
 
+def image_folder_expectations(config: DatasetConfig) -> dict[str, list[dict]]:
+    """Checks of an image-folder version's stored photos (one row each in its profile): the
+    stored size and channels, the photo sizes before resizing, known classes, no photo in two
+    splits, the row count, and each class's share near a uniform one."""
+    shape, folder, policy = config.image, config.image_folder, config.validation
+    rows = [
+        _expectation("expect_column_values_to_be_in_set", f"every stored image has {shape.channels} channels",
+                     "reject", column="channels", value_set=[shape.channels]),
+        _expectation("expect_column_values_to_be_between",
+                     f"photos must be at least {folder.min_side} pixels wide", "reject", column="width", min_value=folder.min_side),
+        _expectation("expect_column_values_to_be_between",
+                     f"photos must be at least {folder.min_side} pixels high", "reject", column="height", min_value=folder.min_side),
+        _expectation("expect_column_values_to_be_in_set", "labels must be the dataset's classes", "reject",
+                     column="label", value_set=list(config.labels)),
+        _expectation("expect_column_values_to_be_in_set",
+                     "no photo may be in two splits (same content in train and evaluation leaks the answer)", "reject",
+                     column="duplicate_across_splits", value_set=[False]),
+        _expectation("expect_table_row_count_to_be_between",
+                     f"the dataset must hold {policy.min_rows}-{policy.max_rows} usable photos", "reject",
+                     min_value=policy.min_rows, max_value=policy.max_rows),
+    ]
+    return {"rows": rows, "classes": _class_expectations()}
+
+
 def bounds(values: np.ndarray, widen: float, low: float, high: float) -> tuple[float, float]:
     """The reference's [min, max] widened by `widen` of its range on each side, kept in [low, high]."""
     values = np.asarray(values, dtype=float)
