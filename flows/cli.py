@@ -10,6 +10,10 @@ import time
 from flows.prefect_api import TemporaryPrefectAPI, flush_prefect_workers
 from keel.errors import DataValidationError, KeelError
 
+BACKBONE_NAMES = ["vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+TRAIN_FIELDS = ["model", "backbone", "weights", "image_size", "head_epochs", "fine_tune_lr_factor", "unfreeze", "workers",
+                "epochs", "batch_size", "learning_rate", "patience", "seed", "device", "precision"]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keel", description="Keel: train, evaluate and register models with Prefect and MLflow.")
@@ -18,14 +22,25 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run the training flow (ingest, validate, train, evaluate, register)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--dataset-config", default="conf/datasets/sign-mnist.yaml", help="dataset YAML file")
-    train.add_argument("--model", choices=["cnn", "mlp", "cnn-wide"], default="cnn", help="architecture")
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=256)
-    train.add_argument("--learning-rate", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
-    train.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before stopping")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    # Training options default to the dataset YAML's `training:` block, then TrainConfig's defaults.
+    train.add_argument("--model", choices=["cnn", "mlp", "cnn-wide", *BACKBONE_NAMES], default=None,
+                       help="architecture: cnn (default), mlp, cnn-wide for pixel tables; a torchvision backbone for image folders")
+    train.add_argument("--backbone", default=None, help="image folders: a Keel-registered image model as the backbone, models:/NAME@alias")
+    train.add_argument("--weights", default=None, help="image folders: pretrained weights file for the backbone "
+                       "(default: the torchvision cache under TORCH_HOME when it holds them; 'none': never)")
+    train.add_argument("--image-size", type=int, default=None, help="image folders: training crop size (default 96)")
+    train.add_argument("--head-epochs", type=int, default=None, help="image folders: phase 1 epochs, frozen backbone (default 3)")
+    train.add_argument("--fine-tune-lr-factor", type=float, default=None,
+                       help="image folders: phase 2 learning rate = learning rate x this (default 0.1; 1 without pretrained weights)")
+    train.add_argument("--unfreeze", choices=["all", "last"], default=None, help="image folders: what phase 2 trains (default all)")
+    train.add_argument("--workers", type=int, default=None, help="image folders: DataLoader worker processes (default 1)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs (image folders: phase 2 epochs); default 4")
+    train.add_argument("--batch-size", type=int, default=None, help="default 256")
+    train.add_argument("--learning-rate", type=float, default=None, help="peak learning rate of the one-cycle schedule (default 0.003)")
+    train.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 3)")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                        help="auto: bf16 autocast on GPUs and on CPUs with bf16 instructions")
     train.add_argument("--no-augment", action="store_true", help="train without augmentation")
     train.add_argument("--horizontal-flip", action="store_true", help="add random horizontal flips (off: handedness matters in signs)")
@@ -37,10 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-recall-drop", type=float, default=0.02,
                        help="promotion: largest allowed fall of any class's recall against the champion")
 
-    predict = commands.add_parser("predict", help="score pixel-row files with a registered model",
+    predict = commands.add_parser("predict", help="score pixel-row files, or photos with an image model, with a registered model",
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     predict.add_argument("--model", required=True, help="NAME (= NAME@champion), NAME@alias or NAME/version")
-    predict.add_argument("--input", required=True, help="a CSV (gz or not) or parquet file, or a folder of them")
+    predict.add_argument("--input", required=True, help="a CSV (gz or not) or parquet file, or a folder of them; "
+                         "for an image model a photo or a folder of photos (rows keyed by relative path)")
     predict.add_argument("--output", required=True, help="the predictions file to write")
     predict.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
     predict.add_argument("--id-column", default="id", help="column that identifies rows (row numbers when absent)")
@@ -130,21 +146,26 @@ def _train(args) -> int:
     from keel.config import AugmentConfig, TrainConfig
     from keel.promotion import PromotionPolicy
 
+    if not os.path.exists(args.dataset_config):
+        print(f"keel train: dataset config {args.dataset_config} does not exist; pass --dataset-config PATH", file=sys.stderr)
+        return 2
+    from keel.config import load_dataset_config
+
     try:
-        train = TrainConfig(
-            model=args.model, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            patience=args.patience, seed=args.seed, device=args.device, precision=args.precision,
-            augment=AugmentConfig(enabled=not args.no_augment, horizontal_flip=args.horizontal_flip),
-        )
+        defaults = load_dataset_config(args.dataset_config).training
+        given = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k) is not None}
+        augment = {**defaults.get("augment", {})}
+        if args.no_augment:
+            augment["enabled"] = False
+        if args.horizontal_flip:
+            augment["horizontal_flip"] = True
+        train = TrainConfig(**{**defaults, **given, "augment": AugmentConfig(**augment)})
         promotion = PromotionPolicy(floor=args.floor, margin=args.margin, max_recall_drop=args.max_recall_drop)
     except ValidationError as exc:
         print(f"keel train: invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     if args.fresh and args.resume:
         print("keel train: --fresh and --resume contradict each other; pick one", file=sys.stderr)
-        return 2
-    if not os.path.exists(args.dataset_config):
-        print(f"keel train: dataset config {args.dataset_config} does not exist; pass --dataset-config PATH", file=sys.stderr)
         return 2
 
     started = time.perf_counter()

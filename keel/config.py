@@ -95,6 +95,9 @@ class DatasetConfig(_Strict):
     # conf/expectations); without one, a suite of structural checks is built from this config.
     expectations: str | None = None
     description: str = ""
+    # Training settings `keel train` uses for this dataset unless its options say otherwise
+    # (any TrainConfig field, e.g. model, epochs, image_size, augment).
+    training: dict = Field(default_factory=dict)
 
     # Where relative paths are resolved: the YAML file's folder (set by load_dataset_config).
     base_dir: str = Field(default=".", exclude=True)
@@ -182,6 +185,7 @@ class AugmentConfig(_Strict):
     brightness: float = Field(default=0.2, ge=0.0, lt=1.0)
     contrast: float = Field(default=0.5, ge=0.0, lt=1.0)
     horizontal_flip: bool = False  # off: in sign language handedness carries meaning
+    saturation: float = Field(default=0.0, ge=0.0, lt=1.0)  # photos (image folders) only
 
     @model_validator(mode="after")
     def _check(self) -> AugmentConfig:
@@ -193,7 +197,10 @@ class AugmentConfig(_Strict):
 class TrainConfig(_Strict):
     """Everything that decides a training run; its hash keys checkpoints for resuming."""
 
-    model: Literal["cnn", "mlp", "cnn-wide"] = "cnn"
+    # cnn, mlp, cnn-wide: the course's networks for pixel tables. vgg16, resnet18,
+    # mobilenet_v3_small, efficientnet_b0: torchvision backbones with a new head, trained in two
+    # phases on image folders (keel/transfer.py).
+    model: Literal["cnn", "mlp", "cnn-wide", "vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0"] = "cnn"
     epochs: int = Field(default=4, ge=1)
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0.0)
@@ -205,3 +212,15 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # Transfer learning (image folders). `epochs` counts phase 2 (fine-tuning) epochs.
+    backbone: str | None = Field(default=None, pattern=r"^models:/.+")  # a Keel-registered image model as the backbone
+    weights: str | None = None  # pretrained weights file; default: the torchvision cache (TORCH_HOME) if it holds them; "none": never
+    image_size: int = Field(default=96, ge=32)
+    head_epochs: int = Field(default=3, ge=0)  # phase 1: frozen backbone, head only, on cached features
+    fine_tune_lr_factor: float | None = Field(default=None, gt=0.0)  # phase 2 LR = learning_rate x this (default 0.1; 1 without pretrained weights)
+    unfreeze: Literal["all", "last"] = "all"
+    workers: int = Field(default=1, ge=0)  # DataLoader worker processes that augment the photos
+
+    @property
+    def transfer(self) -> bool:
+        return self.model in ("vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0") or self.backbone is not None

@@ -120,8 +120,13 @@ def inference_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_model(name: str, channels: int, height: int, width: int, n_classes: int) -> nn.Module:
-    """A freshly initialised network of architecture `name`."""
+def build_model(name: str, channels: int, height: int, width: int, n_classes: int, **build) -> nn.Module:
+    """A freshly initialised network of architecture `name` ("transfer": a torchvision
+    backbone and head as `build` describes, without pretrained weights)."""
+    if name == "transfer":
+        from keel.transfer import build_transfer
+
+        return build_transfer(build["backbone"], n_classes, build["image_size"], weights="none")[0]
     try:
         factory = ARCHITECTURES[name]
     except KeyError:

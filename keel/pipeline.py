@@ -18,7 +18,7 @@ import torch
 from keel import settings, tracking
 from keel.config import AugmentConfig, TrainConfig, load_dataset_config
 from keel.datasets import DatasetVersion, ingest
-from keel.errors import DataValidationError
+from keel.errors import DataValidationError, KeelError
 from keel.validation import ValidationReport, validate_version
 
 
@@ -147,7 +147,16 @@ def augmentation_preview_stage(run_id: str, version_dir: str, augment: AugmentCo
     rows = np.sort(version.indices("train")[:count // 2])
     images = to_float(torch.from_numpy(np.asarray(version.images()[rows])).permute(0, 3, 1, 2).contiguous())
     generator = torch.Generator().manual_seed(seed)
-    augmented = augment_batch(images, augment, generator)
+    if version.meta["format"] == "image-folder":
+        # What the DataLoader workers do to photos, at the stored size.
+        from keel.transfer import AugmentedImages
+
+        torch.manual_seed(seed)
+        photos = AugmentedImages(np.asarray(version.images()[rows]), np.zeros(len(rows)),
+                                 TrainConfig(augment=augment, image_size=version.meta["image"]["height"]))
+        augmented = to_float(torch.stack([photos[i][0] for i in range(len(rows))]))
+    else:
+        augmented = augment_batch(images, augment, generator)
     # Each original above its augmented copy.
     grid = torch.stack([images, augmented], dim=1).reshape(-1, *images.shape[1:]).numpy()
     path = settings.reports_dir() / "runs" / run_id / "augmentation_grid.png"
@@ -169,15 +178,27 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
     client = tracking.client()
     version = DatasetVersion(Path(version_dir))
     device = select_device(train_config.device)
-    train, validation = training_splits(version, train_config, device)
     folder = Path(checkpoint_folder)
+    image_folder = version.meta["format"] == "image-folder"
+    if image_folder != train_config.transfer:
+        raise KeelError(f"model {train_config.model} does not fit dataset {version.name}: image folders train "
+                        f"vgg16, resnet18, mobilenet_v3_small or efficientnet_b0 (or --backbone models:/...); pixel "
+                        "tables train cnn, mlp or cnn-wide")
 
     def log_epoch(epoch: int, metrics: dict, _model) -> None:
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
 
-    result = fit(train, validation, len(version.meta["labels"]), train_config,
-                 checkpoint_path=folder / "last.pt", on_epoch_end=log_epoch, progress=progress)
+    if image_folder:
+        from keel.transfer import fit_transfer
+
+        result = fit_transfer(version, train_config, device, folder / "last.pt", on_epoch_end=log_epoch)
+        client.set_tag(run_id, "keel.pretrained", result.pretrained)
+        client.set_tag(run_id, "keel.phase_boundary_epoch", str(result.phase_boundary))
+    else:
+        train, validation = training_splits(version, train_config, device)
+        result = fit(train, validation, len(version.meta["labels"]), train_config,
+                     checkpoint_path=folder / "last.pt", on_epoch_end=log_epoch, progress=progress)
     # A run killed between an epoch's checkpoint and its log_batch resumes after that epoch:
     # log what the checkpoint holds but MLflow never received.
     logged = {m.step for m in client.get_metric_history(run_id, "val_accuracy")}
@@ -191,18 +212,20 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
     ])
     client.set_tag(run_id, "keel.device", result.device)
     client.set_tag(run_id, "keel.precision", result.precision)
-    curves = learning_curves(result.history, settings.reports_dir() / "runs" / run_id / "learning_curves.png")
+    curves = learning_curves(result.history, settings.reports_dir() / "runs" / run_id / "learning_curves.png",
+                             phase_boundary=getattr(result, "phase_boundary", None))
     client.log_artifact(run_id, str(curves), artifact_path="training")
 
     model_path = folder / "model.pt"
     image = version.meta["image"]
     model_config = {
-        "architecture": train_config.model,
+        "architecture": "transfer" if image_folder else train_config.model,
+        **({"build": result.build, "input": "image", "pretrained": result.pretrained} if image_folder else {}),
         "image": image,
         "labels": version.meta["labels"],
         "class_names": version.meta["class_names"],
         "label_column": version.meta["label_column"],
-        "pixel_columns": [f"pixel{i}" for i in range(1, image["height"] * image["width"] * image["channels"] + 1)],
+        "pixel_columns": [] if image_folder else [f"pixel{i}" for i in range(1, image["height"] * image["width"] * image["channels"] + 1)],
         "inference_precision": "auto",
         "dataset": version.name,
         "dataset_version": version.id,
@@ -223,7 +246,8 @@ def load_trained(model_path: str, for_inference: bool = False):
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     config = saved["model_config"]
     image = config["image"]
-    model = build_model(config["architecture"], image["channels"], image["height"], image["width"], len(config["labels"]))
+    model = build_model(config["architecture"], image["channels"], image["height"], image["width"], len(config["labels"]),
+                        **config.get("build", {}))
     model.load_state_dict(saved["state_dict"])
     if for_inference:
         model = inference_model(model)
@@ -250,7 +274,8 @@ def evaluate_stage(run_id: str, version_dir: str, model_path: str) -> dict:
         if not len(indices):
             continue
         split = load_split(version, indices, device)
-        predictions = predict_logits(model, split.images, device, precision).argmax(1).cpu().numpy()
+        probabilities = torch.softmax(predict_logits(model, split.images, device, precision), dim=1).cpu().numpy()
+        predictions = probabilities.argmax(1)
         metrics = classification_metrics(split.targets.cpu().numpy(), predictions, config["class_names"])
         now = int(time.time() * 1000)
         logged = [Metric(f"{part}_accuracy", metrics["accuracy"], now, 0), Metric(f"{part}_macro_f1", metrics["macro_f1"], now, 0)]
@@ -262,10 +287,25 @@ def evaluate_stage(run_id: str, version_dir: str, model_path: str) -> dict:
         png = confusion_matrix_png(np.array(metrics["confusion_matrix"]), config["class_names"],
                                    folder / f"{part}_confusion_matrix.png", title=f"{part} split: confusion matrix")
         client.log_artifact(run_id, str(png), artifact_path="evaluation")
+        grid = _worst_classified(split, probabilities, config["class_names"], folder / f"{part}_worst_classified.png")
+        client.log_artifact(run_id, str(grid), artifact_path="evaluation")
         client.log_dict(run_id, metrics, f"evaluation/{part}_metrics.json")
         metrics["confusion_matrix_png"] = str(png)
+        metrics["worst_classified_png"] = str(grid)
         out[part] = metrics
     return out
+
+
+def _worst_classified(split, probabilities: np.ndarray, class_names: list[str], path: Path, n: int = 12) -> Path:
+    """A grid of the `n` images whose true class got the lowest probability."""
+    from keel.plots import worst_classified_grid
+
+    targets = split.targets.cpu().numpy()
+    worst = np.argsort(probabilities[np.arange(len(targets)), targets])[:n]
+    images = split.images[torch.from_numpy(worst)].permute(0, 2, 3, 1).cpu().numpy()
+    names = np.asarray(class_names)
+    return worst_classified_grid(images, list(names[targets[worst]]), list(names[probabilities[worst].argmax(1)]),
+                                 list(probabilities[worst].max(1)), path)
 
 
 def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict, model_name: str | None = None) -> dict:
@@ -283,10 +323,13 @@ def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict
                 "run_id": run_id, "tags": dict(mv.tags)}
     model, config = load_trained(model_path)
     rows = np.sort(version.indices("evaluation")[:2])
-    pixels = np.asarray(version.images()[rows]).reshape(len(rows), -1)
     import pandas as pd
 
-    example = pd.DataFrame(pixels.astype(np.int64), columns=config["pixel_columns"])
+    if config.get("input") == "image":
+        example = pd.DataFrame({"path": example_paths(version, rows)})
+    else:
+        pixels = np.asarray(version.images()[rows]).reshape(len(rows), -1)
+        example = pd.DataFrame(pixels.astype(np.int64), columns=config["pixel_columns"])
     model_uri = log_pixel_classifier(run_id, model, config, example)
     evaluation = metrics.get("evaluation", {})
     tags = {
@@ -306,6 +349,14 @@ def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict
     # The run is complete: its resume state is no longer needed.
     shutil.rmtree(Path(model_path).parent, ignore_errors=True)
     return {"name": name, "version": number, "model_uri": f"models:/{name}/{number}", "run_id": run_id, "tags": tags}
+
+
+def example_paths(version: DatasetVersion, rows: np.ndarray) -> list[str]:
+    """The photo files of stored rows `rows` of an image-folder version."""
+    profile = version.profile()
+    stored = profile[profile["status"] == "ok"].reset_index(drop=True)
+    root = version.meta["sources"][0]["path"]
+    return [f"{root.rstrip('/')}/{stored['file'][int(r)]}" for r in rows]
 
 
 def score_registered_on_split(model_uri: str, version_dir: str, part: str = "evaluation") -> dict:

@@ -40,6 +40,12 @@ class ModelRef:
     version: str
     run_id: str
     reference: str
+    architecture: str = ""
+
+    @property
+    def image_model(self) -> bool:
+        """A model trained on an image folder: it scores photo files, not pixel rows."""
+        return self.architecture == "transfer"
 
     @property
     def uri(self) -> str:
@@ -64,7 +70,8 @@ def resolve_model(client, reference: str) -> ModelRef:
     except MlflowException as exc:
         raise KeelError(f"model {reference} not found in the registry ({exc.message.splitlines()[0]}); "
                         "check the name, alias or version with `keel models NAME`") from None
-    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", reference=reference)
+    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", reference=reference,
+                    architecture=(mv.tags or {}).get("architecture", ""))
 
 
 @dataclass
@@ -194,7 +201,7 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
         errors_url, manifest_url = (output_url.rsplit("/", 1)[0] + "/" + Path(p).name for p in (errors_url, manifest_url))
     remote = is_remote(output_url)
     model = resolve_model(client, reference)
-    files = input_files(input_path)
+    files = image_files(input_path) if model.image_model else input_files(input_path)
     blobs = [(path, read_bytes(str(path))) for path in files]
     file_info = [{"file": str(path), "sha256": sha256_hex(data)} for path, data in blobs]
     identity = {"model": {"name": model.name, "version": model.version, "run_id": model.run_id},
@@ -204,6 +211,11 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
         previous = _previous_manifest(output_url, manifest_url, remote)
         if previous is not None and {k: previous.get(k) for k in identity} == identity:
             return ScoreSummary(**{**previous["summary"], "reused": True, "seconds": time.perf_counter() - started})
+
+    if model.image_model:
+        predictions, errors, model_seconds = _score_photos(model, blobs, file_info, input_path, batch_size)
+        return _finish(model, identity, predictions, errors, 0, 0, model_seconds, started,
+                       output_url, errors_url, manifest_url, remote, fmt)
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -267,12 +279,20 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
 
     predictions = pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame()
     errors = pd.concat(error_frames, ignore_index=True) if error_frames else pd.DataFrame(columns=ERROR_COLUMNS)
+    return _finish(model, identity, predictions, errors, correct, labelled, model_seconds, started,
+                   output_url, errors_url, manifest_url, remote, fmt)
+
+
+def _finish(model: ModelRef, identity: dict, predictions: pd.DataFrame, errors: pd.DataFrame, correct: int,
+            labelled: int, model_seconds: float, started: float, output_url: str, errors_url: str,
+            manifest_url: str, remote: bool, fmt: str) -> ScoreSummary:
+    """Writes the predictions, errors and manifest (atomically, locally or to fsspec URLs)."""
     errors["id"] = errors["id"].astype(str)
     if "id" in predictions:
         predictions["id"] = predictions["id"].astype(str)
     summary = ScoreSummary(
         model=identity["model"], output=output_url, errors=errors_url, manifest=manifest_url,
-        files=file_info, rows_scored=len(predictions),
+        files=identity["inputs"], rows_scored=len(predictions),
         rows_rejected=int(errors.drop_duplicates(["input_file", "row"]).shape[0]),
         accuracy=(correct / labelled) if labelled else None, labelled_rows=labelled, reused=False,
         seconds=time.perf_counter() - started, model_seconds=model_seconds)
@@ -296,6 +316,69 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
         with atomic_path(manifest_path) as tmp:
             tmp.write_text(manifest)
     return summary
+
+
+def image_files(path: str | Path) -> list[str]:
+    """The photos to score: `path` itself, or every visible file below the folder `path`."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(path))
+    if fs.isdir(root):
+        files = sorted(p for p in fs.find(root) if not any(part.startswith(".") for part in Path(p).relative_to(root).parts))
+        if not files:
+            raise DatasetError(f"{path}: the folder holds no files to score")
+        return [fs.unstrip_protocol(p) for p in files] if is_remote(path) else files
+    if not fs.exists(root):
+        raise DatasetError(f"{path}: no such file or folder")
+    return [str(path)]
+
+
+def _score_photos(model: ModelRef, blobs: list, file_info: list[dict], input_path, batch_size: int):
+    """(predictions, errors, model seconds) for photo files: rows keyed by the path relative to
+    the input folder; files that do not decode go to the errors with their reason."""
+    from keel.imagefolder import decode
+    from keel.registry import load_registered
+    from keel.train import predict_logits
+
+    classifier = load_registered(model.uri)
+    config = classifier.config
+    image = config["image"]
+    import fsspec
+
+    fs, stripped = fsspec.core.url_to_fs(str(input_path))
+    root = (fs.unstrip_protocol(stripped) if is_remote(input_path) else stripped).rstrip("/")
+    good, pixels, errors = [], [], []
+    for i, ((path, data), info) in enumerate(zip(blobs, file_info)):
+        relative = str(path)[len(root) + 1:] if str(path).startswith(root + "/") else Path(str(path)).name
+        decoded = decode(data, relative, image["height"], image["width"], image["channels"], min_side=1)
+        if decoded.pixels is None:
+            errors.append({"input_file": str(path), "row": i + 1, "id": relative, "column": "", "value": "",
+                           "reason": decoded.reason})
+            continue
+        good.append((i, relative, info, decoded.notes))
+        pixels.append(decoded.pixels)
+    frame = pd.DataFrame()
+    model_seconds = 0.0
+    if good:
+        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
+        tick = time.perf_counter()
+        logits = predict_logits(classifier.model, images, classifier.device, classifier.precision, min(batch_size, 256))
+        probabilities = torch.softmax(logits, dim=1)
+        top_p, top_i = (t.cpu().numpy() for t in probabilities.topk(min(3, probabilities.shape[1]), dim=1))
+        model_seconds = time.perf_counter() - tick
+        labels, names = np.asarray(config["labels"]), np.asarray(config["class_names"])
+        frame = pd.DataFrame({"id": [g[1] for g in good], "row": [g[0] + 1 for g in good],
+                              "predicted_label": labels[top_i[:, 0]], "class_name": names[top_i[:, 0]],
+                              "confidence": top_p[:, 0]})
+        for k in range(top_i.shape[1]):
+            frame[f"top{k + 1}_class"] = names[top_i[:, k]]
+            frame[f"top{k + 1}_probability"] = top_p[:, k]
+        frame["model_name"], frame["model_version"], frame["model_run_id"] = model.name, model.version, model.run_id
+        frame["input_file"] = [g[2]["file"] for g in good]
+        frame["input_sha256"] = [g[2]["sha256"] for g in good]
+        frame["notes"] = [g[3] for g in good]
+        frame["scored_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    return frame, pd.DataFrame(errors, columns=ERROR_COLUMNS), model_seconds
 
 
 def _previous_manifest(output_url: str, manifest_url: str, remote: bool) -> dict | None:

@@ -32,7 +32,7 @@ class PixelClassifier(mlflow.pyfunc.PythonModel):
         self.device = select_device("auto")
         self.precision = select_precision(self.config.get("inference_precision", "auto"), self.device)
         model = build_model(self.config["architecture"], image["channels"], image["height"], image["width"],
-                            len(self.config["labels"]))
+                            len(self.config["labels"]), **self.config.get("build", {}))
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         self.model = inference_model(model).to(self.device).to(memory_format=torch.channels_last)
@@ -40,7 +40,10 @@ class PixelClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from keel.train import predict_logits
 
-        images = rows_to_images(model_input, self.config)
+        if self.config.get("input") == "image":
+            images = paths_to_images(model_input, self.config)
+        else:
+            images = rows_to_images(model_input, self.config)
         logits = predict_logits(self.model, images, self.device, self.precision)
         return predictions_frame(torch.softmax(logits, dim=1).cpu().numpy(), self.config)
 
@@ -62,6 +65,25 @@ def rows_to_images(frame: pd.DataFrame, config: dict) -> torch.Tensor:
         raise ValueError(f"row {row} column {columns[col]} holds {pixels[row, col]!r}; pixels must be whole numbers 0-255")
     image = config["image"]
     array = pixels.astype(np.uint8).reshape(len(frame), image["height"], image["width"], image["channels"])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def paths_to_images(frame: pd.DataFrame, config: dict) -> torch.Tensor:
+    """uint8 N x C x H x W images from a `path` column of photo files (paths or fsspec URLs),
+    decoded and resized as ingest stores them; an unreadable photo is an error naming it."""
+    from keel.imagefolder import decode
+    from keel.io import read_bytes
+
+    if "path" not in frame.columns:
+        raise ValueError("send a `path` column: one photo file (local path or URL) per row")
+    image = config["image"]
+    out = []
+    for path in frame["path"].astype(str):
+        decoded = decode(read_bytes(path), path, image["height"], image["width"], image["channels"], min_side=1)
+        if decoded.pixels is None:
+            raise ValueError(f"{path}: {decoded.reason}")
+        out.append(decoded.pixels)
+    array = np.stack(out) if out else np.zeros((0, image["height"], image["width"], image["channels"]), np.uint8)
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
@@ -93,8 +115,11 @@ def log_pixel_classifier(run_id: str, model: torch.nn.Module, model_config: dict
         config_path = Path(tmp) / "model_config.json"
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
         config_path.write_text(json.dumps(model_config, indent=2))
-        # Pixels are integers 0-255: the signature says long, so CSV rows load as they are.
-        example = input_example[model_config["pixel_columns"]].astype("int64")
+        if model_config.get("input") == "image":
+            example = input_example[["path"]].astype(str)
+        else:
+            # Pixels are integers 0-255: the signature says long, so CSV rows load as they are.
+            example = input_example[model_config["pixel_columns"]].astype("int64")
         classifier = PixelClassifier()
         classifier.load_context(_Context({"weights": str(weights), "model_config": str(config_path)}))
         with warnings.catch_warnings():

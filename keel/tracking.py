@@ -58,6 +58,17 @@ def experiment_id(mlflow_client, name: str) -> str:
         return experiment.experiment_id
 
 
+def artifact_url(run_id: str, local_file: str, artifact_path: str) -> str:
+    """A browser address for a file logged to a run: the tracking server's artifact endpoint,
+    or the local copy's file:// URI in embedded mode."""
+    if embedded():
+        return Path(local_file).resolve().as_uri()
+    from urllib.parse import quote
+
+    return (f"{tracking_uri().rstrip('/')}/get-artifact?path={quote(f'{artifact_path}/{Path(local_file).name}')}"
+            f"&run_uuid={run_id}")
+
+
 def git_commit() -> str:
     """The commit of the Keel checkout that runs ("+dirty" when it has changes), or "unknown"."""
     try:

@@ -1,10 +1,11 @@
 """Prefect task: evaluation-split metrics, logged to MLflow and shown as artifacts."""
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
 from keel.evaluate import metrics_markdown
 from keel.pipeline import evaluate_stage
+from keel.tracking import artifact_url
 from tasks import REMOTE
 
 
@@ -17,4 +18,7 @@ def evaluate_model(run: dict, version: dict, trained: dict) -> dict:
                                  description=f"{part} split metrics, run {run['run_id']}")
         create_table_artifact(key=f"{part}-per-class", table=values["per_class"],
                               description=f"{part} split per-class precision and recall")
+        for figure, words in (("confusion_matrix", "confusion matrix"), ("worst_classified", "worst-classified images")):
+            create_image_artifact(image_url=artifact_url(run["run_id"], values[f"{figure}_png"], "evaluation"),
+                                  key=f"{part}-{figure.replace('_', '-')}", description=f"{part} split: {words}")
     return metrics
