@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_sign_mnist.py
 	$(BIN)/python benchmarks/score_sign_mnist.py
 	$(BIN)/python benchmarks/validate_sign_mnist.py
+	$(BIN)/python benchmarks/train_fruits.py
 
 clean:
 	rm -rf data/versions data/checkpoints reports mlruns/mlflow.db mlruns/artifacts
