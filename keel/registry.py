@@ -103,7 +103,8 @@ def predictions_frame(probabilities: np.ndarray, config: dict) -> pd.DataFrame:
 
 def pip_requirements() -> list[str]:
     """Pinned requirements of the logged model (given, so MLflow need not infer them slowly)."""
-    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "torchvision", "pandas", "numpy", "pydantic", "pyyaml")]
+    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "torchvision", "pandas", "numpy", "pydantic", "pyyaml",
+                                                                  "pillow", "fsspec")]
 
 
 def log_pixel_classifier(run_id: str, model: torch.nn.Module, model_config: dict, input_example: pd.DataFrame) -> str:
