@@ -129,7 +129,7 @@ def decode(data: bytes, relpath: str, height: int, width: int, channels: int, mi
 
     if not data:
         return Decoded(None, reason="zero-size file")
-    notes = []
+    notes, fmt = [], None
     try:
         image = Image.open(io.BytesIO(data))
         fmt, mode = image.format, image.mode
@@ -137,7 +137,7 @@ def decode(data: bytes, relpath: str, height: int, width: int, channels: int, mi
     except UnidentifiedImageError:
         return Decoded(None, reason="not a decodable image (unknown or corrupt format)")
     except (OSError, SyntaxError, ValueError) as exc:
-        return Decoded(None, format=locals().get("fmt"), reason=f"truncated or corrupt image ({exc})")
+        return Decoded(None, format=fmt, reason=f"truncated or corrupt image ({exc})")
     suffix = PurePosixPath(relpath).suffix.lower()
     if suffix not in FORMAT_EXTENSIONS.get(fmt, {suffix}):
         notes.append(f"extension {suffix or '(none)'} but the content is {fmt}")

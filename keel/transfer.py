@@ -67,13 +67,9 @@ def _cut_head(network: nn.Module) -> int:
             last = name
     if last is None:
         raise ValueError("the backbone has no linear classification layer to replace")
-    parent = network.get_submodule(last.rsplit(".", 1)[0]) if "." in last else network
-    leaf = last.rsplit(".", 1)[-1]
-    in_features = getattr(parent, leaf).in_features if not leaf.isdigit() else parent[int(leaf)].in_features
-    if leaf.isdigit():
-        parent[int(leaf)] = nn.Identity()
-    else:
-        setattr(parent, leaf, nn.Identity())
+    in_features = network.get_submodule(last).in_features
+    parent_name, _, leaf = last.rpartition(".")
+    setattr(network.get_submodule(parent_name), leaf, nn.Identity())  # setattr also replaces Sequential items ("6")
     return in_features
 
 
