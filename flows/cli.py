@@ -8,9 +8,9 @@ import sys
 import time
 
 from flows.prefect_api import TemporaryPrefectAPI, flush_prefect_workers
+from keel.config import BACKBONES, PIXEL_MODELS
 from keel.errors import DataValidationError, KeelError
 
-BACKBONE_NAMES = ["vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
 TRAIN_FIELDS = ["model", "backbone", "weights", "image_size", "head_epochs", "fine_tune_lr_factor", "unfreeze", "workers",
                 "epochs", "batch_size", "learning_rate", "patience", "seed", "device", "precision"]
 
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--dataset-config", default="conf/datasets/sign-mnist.yaml", help="dataset YAML file")
     # Training options default to the dataset YAML's `training:` block, then TrainConfig's defaults.
-    train.add_argument("--model", choices=["cnn", "mlp", "cnn-wide", *BACKBONE_NAMES], default=None,
+    train.add_argument("--model", choices=[*PIXEL_MODELS, *BACKBONES], default=None,
                        help="architecture: cnn (default), mlp, cnn-wide for pixel tables; a torchvision backbone for image folders")
     train.add_argument("--backbone", default=None, help="image folders: a Keel-registered image model as the backbone, models:/NAME@alias")
     train.add_argument("--weights", default=None, help="image folders: pretrained weights file for the backbone "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -304,11 +303,8 @@ class Stack:
 
 def provision(api_url: str, crash_after_seconds: int) -> None:
     """The work pools and the crash-detection automation on the Prefect server at `api_url`."""
-    with prefect_client(api_url) as client:
+    with prefect_client(api_url) as client:  # also points Prefect's own API calls at api_url
         create_pools(client)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
         create_crash_automation(crash_after_seconds)
 
 
@@ -587,7 +583,3 @@ def _dsn(server_url: str, database: str) -> str:
     parts = urllib.parse.urlsplit(server_url)
     return urllib.parse.urlunsplit(("postgresql", parts.netloc, f"/{database}", parts.query, ""))
 
-
-def remove_state(stack_dir: Path) -> None:
-    """Deletes a stopped stack's folder (databases in PostgreSQL are kept)."""
-    shutil.rmtree(stack_dir, ignore_errors=True)

@@ -68,7 +68,6 @@ class ImageFolderOptions(_Strict):
     # Keel split -> folder name under root; empty: the folder names train, valid/validation/val
     # and test are recognised, and a root of class folders alone is split by evaluation_split.
     splits: dict[Literal["train", "evaluation", "test"], str] = Field(default_factory=dict)
-    extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"])
     # Smaller images (e.g. 1x1 tracking pixels) are quarantined.
     min_side: int = Field(default=16, ge=1)
 
@@ -194,13 +193,18 @@ class AugmentConfig(_Strict):
         return self
 
 
+# The course's networks for pixel tables, and the torchvision backbones for image folders.
+PIXEL_MODELS = ("cnn", "mlp", "cnn-wide")
+BACKBONES = ("vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+
+
 class TrainConfig(_Strict):
     """Everything that decides a training run; its hash keys checkpoints for resuming."""
 
     # cnn, mlp, cnn-wide: the course's networks for pixel tables. vgg16, resnet18,
     # mobilenet_v3_small, efficientnet_b0: torchvision backbones with a new head, trained in two
     # phases on image folders (keel/transfer.py).
-    model: Literal["cnn", "mlp", "cnn-wide", "vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0"] = "cnn"
+    model: Literal[PIXEL_MODELS + BACKBONES] = "cnn"
     epochs: int = Field(default=4, ge=1)
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0.0)
@@ -223,4 +227,4 @@ class TrainConfig(_Strict):
 
     @property
     def transfer(self) -> bool:
-        return self.model in ("vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0") or self.backbone is not None
+        return self.model in BACKBONES or self.backbone is not None

@@ -28,6 +28,7 @@ import pandas as pd
 
 from keel.config import DatasetConfig
 from keel.errors import DatasetError
+from keel.io import find_visible
 
 SPLIT_FOLDERS = {
     "train": ("train", "training"),
@@ -102,9 +103,7 @@ def scan(config: DatasetConfig) -> list[ImageFile]:
     files = []
     for split, folder in folders.items():
         for class_name, class_dir in sorted(_subfolders(fs, folder).items()):
-            for path in sorted(fs.find(class_dir)):
-                if any(part.startswith(".") for part in PurePosixPath(path).relative_to(class_dir).parts):
-                    continue
+            for path in find_visible(fs, class_dir):
                 relpath = str(PurePosixPath(path).relative_to(root))
                 files.append(ImageFile(split, class_name, relpath, fs.unstrip_protocol(path) if remote else path))
     if not files:

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import zlib
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import fsspec
 
@@ -142,7 +142,13 @@ def list_files(url: str | Path, suffixes: tuple[str, ...]) -> list[str] | None:
         return None
     names = sorted(p for p in fs.ls(root, detail=False)
                    if not Path(p).name.startswith(".") and p.lower().endswith(suffixes) and fs.isfile(p))
-    return [fs.unstrip_protocol(p) if is_remote(url) else p for p in names]
+    return [fs.unstrip_protocol(p) for p in names] if is_remote(url) else names
+
+
+def find_visible(fs, folder: str) -> list[str]:
+    """Every file below `folder` on filesystem `fs`, sorted, skipping hidden files and folders."""
+    return sorted(p for p in fs.find(folder)
+                  if not any(part.startswith(".") for part in PurePosixPath(p).relative_to(folder).parts))
 
 
 def exists(url: str | Path) -> bool:

@@ -19,20 +19,22 @@ LANDED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", "-ubyte", "-ubyte.gz", 
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
 
 
-def landed_files(folder: str) -> list[str]:
-    """The data files in a landing folder (hidden and partial files skipped)."""
-    return [f for f in list_files(folder, LANDED_SUFFIXES) or [] if not f.lower().endswith(PARTIAL_SUFFIXES)]
+def landed_files(folder: str) -> list[str] | None:
+    """The data files in a landing folder (hidden and partial files skipped); None when
+    `folder` is not a folder."""
+    files = list_files(folder, LANDED_SUFFIXES)
+    return None if files is None else [f for f in files if not f.lower().endswith(PARTIAL_SUFFIXES)]
 
 
 def pending_files(config: DatasetConfig, input_path: str) -> list[str]:
     """[input_path] for a file; for a folder, its files that have no validation report yet."""
     from keel.incoming import default_report_dir
 
-    files = list_files(input_path, LANDED_SUFFIXES)
+    files = landed_files(input_path)
     if files is None:
         return [input_path]
     pending = []
-    for path in landed_files(input_path):
+    for path in files:
         if not (default_report_dir(config, path, sha256_hex(read_bytes(path))) / "report.json").exists():
             pending.append(path)
     return pending
@@ -52,27 +54,30 @@ class LandingWatcher:
 
     def __init__(self, folder: str, state_file: Path | None = None) -> None:
         self.folder = folder
-        self.fs, self.root = fsspec.core.url_to_fs(folder)
+        self.fs = fsspec.core.url_to_fs(folder)[0]
         key = sha256_hex(str(folder).encode())[:12]
         self.state_file = state_file or settings.home() / ".keel-watch" / f"{key}.json"
         self.reported: set[str] = set()
         if self.state_file.exists():
             self.reported = set(json.loads(self.state_file.read_text())["reported"])
         self._last: dict[str, tuple] = {}
+        self._hashed: dict[str, tuple[tuple, Landed]] = {}  # path -> (size and mtime, what it held then)
 
     def scan(self) -> list[Landed]:
-        if not self.fs.isdir(self.root):
-            return []
         now: dict[str, tuple] = {}
-        for path in landed_files(self.folder):
+        for path in landed_files(self.folder) or []:
             info = self.fs.info(path)
             now[path] = (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("created"))
         settled = [p for p, stamp in now.items() if self._last.get(p) == stamp]
         self._last = now
         new = []
         for path in settled:
-            data = read_bytes(path)
-            landed = Landed(path=path, size=len(data), sha256=sha256_hex(data))
+            # Read and hash a file once while it stays the same, not on every scan.
+            stamp, landed = self._hashed.get(path, (None, None))
+            if stamp != now[path]:
+                data = read_bytes(path)
+                landed = Landed(path=path, size=len(data), sha256=sha256_hex(data))
+                self._hashed[path] = (now[path], landed)
             if f"{path}@{landed.sha256}" not in self.reported:
                 new.append(landed)
         return new

@@ -24,8 +24,8 @@ import torch
 
 from keel.datasets import pixel_matrix
 from keel.errors import DatasetError, KeelError
-from keel.io import (atomic_path, decompress, exists, folder_lock, is_remote, list_files, local_path, put_atomic,
-                     read_bytes, sha256_hex)
+from keel.io import (atomic_path, decompress, exists, find_visible, folder_lock, is_remote, list_files, local_path,
+                     put_atomic, read_bytes, sha256_hex)
 
 FORMATS = ("parquet", "csv", "jsonl")
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -214,7 +214,7 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
 
     if model.image_model:
         predictions, errors, model_seconds = _score_photos(model, blobs, file_info, input_path, batch_size)
-        return _finish(model, identity, predictions, errors, 0, 0, model_seconds, started,
+        return _finish(identity, predictions, errors, 0, 0, model_seconds, started,
                        output_url, errors_url, manifest_url, remote, fmt)
 
     from concurrent.futures import ThreadPoolExecutor
@@ -279,11 +279,11 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
 
     predictions = pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame()
     errors = pd.concat(error_frames, ignore_index=True) if error_frames else pd.DataFrame(columns=ERROR_COLUMNS)
-    return _finish(model, identity, predictions, errors, correct, labelled, model_seconds, started,
+    return _finish(identity, predictions, errors, correct, labelled, model_seconds, started,
                    output_url, errors_url, manifest_url, remote, fmt)
 
 
-def _finish(model: ModelRef, identity: dict, predictions: pd.DataFrame, errors: pd.DataFrame, correct: int,
+def _finish(identity: dict, predictions: pd.DataFrame, errors: pd.DataFrame, correct: int,
             labelled: int, model_seconds: float, started: float, output_url: str, errors_url: str,
             manifest_url: str, remote: bool, fmt: str) -> ScoreSummary:
     """Writes the predictions, errors and manifest (atomically, locally or to fsspec URLs)."""
@@ -324,7 +324,7 @@ def image_files(path: str | Path) -> list[str]:
 
     fs, root = fsspec.core.url_to_fs(str(path))
     if fs.isdir(root):
-        files = sorted(p for p in fs.find(root) if not any(part.startswith(".") for part in Path(p).relative_to(root).parts))
+        files = find_visible(fs, root)
         if not files:
             raise DatasetError(f"{path}: the folder holds no files to score")
         return [fs.unstrip_protocol(p) for p in files] if is_remote(path) else files

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from keel import settings
-from keel.config import TrainConfig
+from keel.config import BACKBONES, TrainConfig
 from keel.datasets import DatasetVersion, class_indices, stratified_split
 from keel.io import atomic_path
+from keel.train import TrainResult
 
-BACKBONES = ("vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -188,17 +188,7 @@ def loader(images: np.ndarray, targets: np.ndarray, config: TrainConfig, device:
 
 
 @dataclass
-class TransferResult:
-    model: TransferNet
-    history: list[dict]
-    best_epoch: int
-    epochs_run: int
-    stopped_early: bool
-    train_seconds: float
-    loop_seconds: float
-    resumed_from_epoch: int
-    device: str
-    precision: str
+class TransferResult(TrainResult):
     pretrained: str
     build: dict
     feature_cache: str
@@ -212,13 +202,14 @@ def feature_cache_path(version: DatasetVersion, build: dict, indices: np.ndarray
 
 @torch.no_grad()
 def cached_features(model: TransferNet, version: DatasetVersion, indices: np.ndarray, build: dict,
-                    device: torch.device, precision: str) -> torch.Tensor:
-    """The frozen backbone's features of rows `indices` (no augmentation), computed once."""
+                    device: torch.device, precision: str) -> tuple[torch.Tensor, Path]:
+    """The frozen backbone's features of rows `indices` (no augmentation), computed once, and
+    the file they are cached in."""
     from keel.train import autocast, to_float
 
     path = feature_cache_path(version, build, indices)
     if path.exists():
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True), path
     model.eval()
     images = version.images()
     out = []
@@ -229,7 +220,7 @@ def cached_features(model: TransferNet, version: DatasetVersion, indices: np.nda
     features = torch.cat(out)
     with atomic_path(path) as tmp:
         torch.save(features.cpu(), tmp)
-    return features
+    return features, path
 
 
 def _freeze(model: TransferNet, unfreeze: str | None) -> None:
@@ -298,8 +289,8 @@ def fit_transfer(version: DatasetVersion, config: TrainConfig, device: torch.dev
     feature_cache = ""
     if state["phase"] == 1 and config.head_epochs > 0:
         _freeze(model, None)
-        features = cached_features(model, version, fit_idx, build | {"pretrained": pretrained}, device, precision)
-        feature_cache = str(feature_cache_path(version, build | {"pretrained": pretrained}, fit_idx))
+        features, cache = cached_features(model, version, fit_idx, build | {"pretrained": pretrained}, device, precision)
+        feature_cache = str(cache)
         fit_targets = targets[fit_idx].to(device)
         optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(config.seed)

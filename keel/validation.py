@@ -225,11 +225,16 @@ def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: P
     }
     available = {"labels", "training"}
     run = run_suites(tables, {t: suite.expectations(t, available) for t in tables}, f"{config.name}-{version.id}", docs_dir)
-    failures = failures_of(run, header, classes)
+    return _report(config, version, len(profile), run, failures_of(run, header, classes), started, suite.name, docs_dir)
+
+
+def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: SuiteRun, failures: list[Failure],
+            started: float, suite: str, docs_dir: Path | None) -> ValidationReport:
+    """The ValidationReport of a suite run, also written as report.json beside the Data Docs."""
     report = ValidationReport(
-        dataset=config.name, version=version.id, rows=len(profile), success=not failures,
+        dataset=config.name, version=version.id, rows=rows, success=not failures,
         expectations=run.expectations, failures=failures, seconds=time.perf_counter() - started,
-        docs_index=run.docs_index, suite=suite.name)
+        docs_index=run.docs_index, suite=suite)
     if docs_dir is not None:
         with atomic_path(Path(docs_dir) / "report.json") as tmp:
             tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -247,15 +252,8 @@ def validate_image_version(version: DatasetVersion, config: DatasetConfig, docs_
     classes = class_table(stored["label"].astype(str), config, structural_suite(config)["classes"])
     tables = {"rows": stored, "classes": classes}
     run = run_suites(tables, image_folder_expectations(config), f"{config.name}-{version.id}", docs_dir)
-    failures = failures_of(run, [], classes)
-    report = ValidationReport(
-        dataset=config.name, version=version.id, rows=len(stored), success=not failures,
-        expectations=run.expectations, failures=failures, seconds=time.perf_counter() - started,
-        docs_index=run.docs_index, suite=f"image folder ({version.meta['quarantined']} files quarantined at ingest)")
-    if docs_dir is not None:
-        with atomic_path(Path(docs_dir) / "report.json") as tmp:
-            tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    return report
+    return _report(config, version, len(stored), run, failures_of(run, [], classes), started,
+                   f"image folder ({version.meta['quarantined']} files quarantined at ingest)", docs_dir)
 
 
 def _failure(batch: str, result, header: list[str], classes: pd.DataFrame) -> Failure:

@@ -17,7 +17,7 @@ def retry_unless_user_error(task, task_run, state) -> bool:
 
 
 # Tasks that talk to the tracking server or to storage. The MLflow client already retries a
-# refused connection for about a minute; these retries cover longer outages: 3, 6, 12 and 24 s
+# refused connection for about two minutes (7 tries); these retries cover longer outages: 3, 6, 12 and 24 s
 # apart (±50 % jitter so that many runs do not return at once), never for a user's mistake.
 REMOTE = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=3), retry_jitter_factor=0.5,
               retry_condition_fn=retry_unless_user_error)
