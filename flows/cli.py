@@ -12,7 +12,8 @@ from keel.config import BACKBONES, PIXEL_MODELS
 from keel.errors import DataValidationError, KeelError
 
 TRAIN_FIELDS = ["model", "backbone", "weights", "image_size", "head_epochs", "fine_tune_lr_factor", "unfreeze", "workers",
-                "epochs", "batch_size", "learning_rate", "patience", "seed", "device", "precision"]
+                "epochs", "time_budget", "batch_size", "learning_rate", "label_smoothing", "patience", "seed", "device",
+                "precision"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,10 +35,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="image folders: phase 2 learning rate = learning rate x this (default 0.1; 1 without pretrained weights)")
     train.add_argument("--unfreeze", choices=["all", "last"], default=None, help="image folders: what phase 2 trains (default all)")
     train.add_argument("--workers", type=int, default=None, help="image folders: DataLoader worker processes (default 1)")
-    train.add_argument("--epochs", type=int, default=None, help="epochs (image folders: phase 2 epochs); default 4")
-    train.add_argument("--batch-size", type=int, default=None, help="default 256")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="at most this many epochs; the time budget may plan fewer (image folders: phase 2 epochs, no budget); default 40")
+    train.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="pixel tables: seconds for the epoch loop; the schedule spans the epochs that fit (0: no budget; default 120)")
+    train.add_argument("--batch-size", type=int, default=None, help="default 128")
     train.add_argument("--learning-rate", type=float, default=None, help="peak learning rate of the one-cycle schedule (default 0.003)")
-    train.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 3)")
+    train.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of the training loss (default 0)")
+    train.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 10)")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
@@ -47,10 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint of an interrupted identical run and start over")
     train.add_argument("--resume", action="store_true", help="resume an interrupted identical run (the default; kept for clarity)")
     train.add_argument("--model-name", default=None, help="registered model name (default keel-<dataset>)")
-    train.add_argument("--floor", type=float, default=0.9, help="promotion: minimum evaluation accuracy")
-    train.add_argument("--margin", type=float, default=0.001, help="promotion: accuracy gain over the champion required")
-    train.add_argument("--max-recall-drop", type=float, default=0.02,
-                       help="promotion: largest allowed fall of any class's recall against the champion")
+    from keel.promotion import PromotionPolicy
+
+    for option in ("floor", "min_improvement", "confidence", "max_recall_drop"):
+        field = PromotionPolicy.model_fields[option]
+        train.add_argument(f"--{option.replace('_', '-')}", type=float, default=field.default,
+                           help=f"promotion: {field.description}".replace("%", "%%"))
 
     predict = commands.add_parser("predict", help="score pixel-row files, or photos with an image model, with a registered model",
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -160,7 +167,8 @@ def _train(args) -> int:
         if args.horizontal_flip:
             augment["horizontal_flip"] = True
         train = TrainConfig(**{**defaults, **given, "augment": AugmentConfig(**augment)})
-        promotion = PromotionPolicy(floor=args.floor, margin=args.margin, max_recall_drop=args.max_recall_drop)
+        promotion = PromotionPolicy(floor=args.floor, min_improvement=args.min_improvement, confidence=args.confidence,
+                                    max_recall_drop=args.max_recall_drop)
     except ValidationError as exc:
         print(f"keel train: invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
@@ -290,12 +298,14 @@ def _models(args) -> int:
     aliases: dict[str, list[str]] = {}
     for alias, number in client.get_registered_model(args.name).aliases.items():
         aliases.setdefault(str(number), []).append(alias)
-    print(f"{'version':>7}  {'created (UTC)':19}  {'accuracy':>8}  {'macro-F1':>8}  {'dataset version':16}  aliases / verdict")
+    print(f"{'version':>7}  {'created (UTC)':19}  {'accuracy':>8}  {'macro-F1':>8}  {'split (evaluation rows)':24}  "
+          f"{'dataset version':16}  aliases / verdict")
     for mv in sorted(versions, key=lambda v: int(v.version)):
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mv.creation_timestamp / 1000))
         tags = mv.tags
+        split = f"{tags.get('split.kind', 'random')} ({tags.get('split.evaluation_rows', '?')})"
         print(f"{mv.version:>7}  {created:19}  {tags.get('evaluation_accuracy', '')[:8]:>8}  "
-              f"{tags.get('evaluation_macro_f1', '')[:8]:>8}  {tags.get('dataset_version', ''):16}  "
+              f"{tags.get('evaluation_macro_f1', '')[:8]:>8}  {split:24}  {tags.get('dataset_version', ''):16}  "
               f"{', '.join(sorted(aliases.get(str(mv.version), []))) or '-'}  {tags.get('keel.verdict', '')}")
     print("\nalias history (oldest first):")
     for event in history(client, args.name):
@@ -337,13 +347,22 @@ def summary(result: dict, seconds: float) -> str:
         "",
         f"dataset   {version['dataset']} version {version['version']} ({version['rows']} rows, "
         f"{'reused' if version['reused'] else 'ingested'}); validation passed in {result['validation']['seconds']:.2f} s",
-        f"training  {trained['epochs_run']} epochs (best {trained['best_epoch']}"
+        f"training  {trained['epochs_run']}"
+        + (f" of {trained['planned_epochs']} planned" if trained.get("planned_epochs") else "")
+        + f" epochs (best {trained['best_epoch']}"
         + (", resumed after epoch %d" % trained["resumed_from_epoch"] if trained["resumed_from_epoch"] else "")
-        + (", stopped early" if trained["stopped_early"] else "")
+        + (f", stopped early: {trained.get('stop_reason') or 'patience'}" if trained["stopped_early"] else "")
         + f") in {trained['loop_seconds']:.1f} s on {trained['device']} ({trained['precision']})",
         f"evaluation accuracy {evaluation.get('accuracy', float('nan')):.4f}, macro-F1 {evaluation.get('macro_f1', float('nan')):.4f} "
         f"on {evaluation.get('rows', 0)} held-out rows",
+        f"split     {version.get('split', 'random split')}",
     ]
+    leakage = version.get("leakage") or {}
+    if "keel.leakage.nn_accuracy" in leakage:
+        lines.append(f"baseline  a 1-nearest-neighbour lookup in the training rows scores {float(leakage['keel.leakage.nn_accuracy']):.4f} "
+                     f"on the same rows; {float(leakage['keel.leakage.near_copy_share']):.1%} of them have a near-copy in training")
+    if result.get("validation", {}).get("warnings"):
+        lines += [f"warning   {w}" for w in result["validation"]["warnings"]]
     if "test" in result["metrics"]:
         test = result["metrics"]["test"]
         lines.append(f"test      accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {test['rows']} rows")

@@ -36,7 +36,7 @@ def training_flow(
         train: Architecture, epochs, batch size, learning rate, device, precision, augmentation.
         fresh: Ignore the checkpoint of an interrupted identical run and start over.
         model_name: Registered model name (default keel-<dataset>).
-        promotion: The champion/challenger gate: accuracy floor, margin, largest recall drop.
+        promotion: The champion/challenger gate: accuracy floor, paired-test confidence and minimum improvement, largest recall drop.
     """
     # Opening the tracking store (a first run creates its tables) overlaps ingest and validation.
     tracking_ready = prepare_tracking.submit(dataset_config)

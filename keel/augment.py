@@ -16,7 +16,8 @@ from keel.config import AugmentConfig
 
 
 def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Randomly rotated, cropped, (flipped,) brightness- and contrast-jittered copies of `images`.
+    """Randomly rotated, cropped, shifted, zoomed, sheared, (flipped,) brightness- and
+    contrast-jittered copies of `images`.
 
     `images` is float N x C x H x W in [0, 1] on any device; the result has the same shape.
     """
@@ -38,9 +39,23 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     if config.horizontal_flip:
         flip = torch.where(torch.rand(n, device=device, generator=generator) < 0.5, -flip, flip)
     cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
+    # RandomAffine(translate, scale, shear) on top, drawn only when asked for (the draws
+    # advance the generator): the grid maps output to input coordinates, so the content
+    # grows by `zoom` when the grid shrinks by it, and a shift of `t` of the side is 2t in
+    # the grid's [-1, 1] coordinates.
+    if config.scale_min != 1.0 or config.scale_max != 1.0:
+        zoom = uniform(config.scale_min, config.scale_max)
+        cos, sin = cos / zoom, sin / zoom
+    shear = torch.zeros(n, device=device, dtype=dtype)
+    if config.shear_degrees:
+        shear = torch.tan(uniform(-config.shear_degrees, config.shear_degrees) * (math.pi / 180))
+    if config.translate:
+        shift_x = shift_x + uniform(-2 * config.translate, 2 * config.translate)
+        shift_y = shift_y + uniform(-2 * config.translate, 2 * config.translate)
+    # [[cos, -sin], [sin, cos]] @ [[1, shear], [0, 1]], the x column flipped.
     theta = torch.stack([
-        torch.stack([cos * flip, -sin, shift_x], dim=1),
-        torch.stack([sin * flip, cos, shift_y], dim=1),
+        torch.stack([cos * flip, cos * shear - sin, shift_x], dim=1),
+        torch.stack([sin * flip, sin * shear + cos, shift_y], dim=1),
     ], dim=1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

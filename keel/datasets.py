@@ -29,11 +29,12 @@ from keel import settings
 from keel.config import DatasetConfig, SourceFile
 from keel.errors import DatasetError
 from keel.io import atomic_dir, decompress, read_bytes, verify_sha256
+from keel.splits import GROUPING_FORMAT, plan_split, stratified_split  # noqa: F401  (stratified_split: re-exported)
 
-INGEST_FORMAT = 2  # bump when the stored layout changes, so old versions are not reused
+INGEST_FORMAT = 3  # bump when the stored layout changes, so old versions are not reused
 
 PROFILE_COLUMNS = [
-    "split", "file", "source", "row", "line", "id", "label", "pixel_count", "pixel_min", "pixel_max",
+    "split", "file", "source", "row", "line", "id", "group", "label", "pixel_count", "pixel_min", "pixel_max",
     "pixel_nulls", "pixel_non_numeric", "pixel_non_integer", "bad_pixel", "bad_value",
     "mean_intensity", "std_intensity", "saturated_fraction",
 ]
@@ -104,7 +105,7 @@ def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "
     if not data.strip():
         return ParsedTable([], pd.Series([], dtype=object), None, _empty_profile())
     header = [c.strip() for c in _first_line(data).split(",")]
-    pixel_names = [c for c in header if c not in (config.label_column, id_column)]
+    pixel_names = [c for c in header if c not in (config.label_column, config.group_column, id_column)]
     # Fast path: every pixel column as int16. A text or fractional value makes pyarrow refuse,
     # and the general path below finds and reports it.
     table, skipped = None, []
@@ -161,7 +162,7 @@ def parse_pixel_table(url: str, table: pa.Table, config: DatasetConfig, split: s
             and len(set(others)) == len(others) and list(table.column_names) == header:
         header = [c for c in header if c == id_column] + config.expected_columns
         table = table.select(header)
-    pixel_names = [c for c in header if c not in (config.label_column, id_column)]
+    pixel_names = [c for c in header if c not in (config.label_column, config.group_column, id_column)]
     n = table.num_rows
     if config.label_column in table.column_names:
         label_col = table.column(config.label_column)
@@ -178,6 +179,8 @@ def parse_pixel_table(url: str, table: pa.Table, config: DatasetConfig, split: s
     profile = _profile(matrix, non_numeric, pixel_names, labels, Path(url).name, split)
     if id_column and id_column in table.column_names:
         profile["id"] = [("" if v is None else str(v)) for v in table.column(id_column).to_pylist()]
+    if config.group_column and config.group_column in table.column_names:
+        profile["group"] = [("" if v is None else str(v)) for v in table.column(config.group_column).to_pylist()]
     shape_ok = [c for c in header if c != id_column] == config.expected_columns
     kinds = {c: column_kind(table.column(c).type) for c in pixel_names if c in table.column_names}
     parsed = ParsedTable(header, labels, matrix if shape_ok else None, profile, table)
@@ -217,7 +220,7 @@ def _profile(matrix: np.ndarray, non_numeric: np.ndarray | None, names: list[str
     """One row of statistics per input row: what the expectation suite checks."""
     n, p = matrix.shape
     profile = pd.DataFrame({"split": split, "file": file, "source": "", "row": np.arange(1, n + 1, dtype=np.int64),
-                            "line": np.arange(2, n + 2, dtype=np.int64), "id": "",
+                            "line": np.arange(2, n + 2, dtype=np.int64), "id": "", "group": "",
                             "label": labels.reset_index(drop=True), "pixel_count": np.full(n, p, dtype=np.int64)})
     if p == 0:
         bad = np.zeros((n, 0), dtype=bool)
@@ -366,6 +369,27 @@ class DatasetVersion:
         """Row indices of 'train', 'evaluation' or 'test'."""
         return np.load(self.path / f"{part}_idx.npy")
 
+    def groups(self) -> np.ndarray | None:
+        """Each stored row's group (near-duplicates, or the group column's values)."""
+        path = self.path / "groups.npy"
+        return np.load(path) if path.exists() else None
+
+    @property
+    def split_description(self) -> str:
+        """Which split the evaluation figures come from, in words."""
+        return self.meta.get("split_description") or "random split (a version stored before splits were named)"
+
+
+def early_stopping_slice(version: DatasetVersion, train_idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions within `train_idx` of the validation slice early stopping watches: stratified,
+    and in whole groups when the version has groups (a near-copy of a validation row in the
+    fitted rows would make early stopping wait for memorisation)."""
+    from keel.splits import holdout
+
+    groups = version.groups()
+    labels = version.labels()[train_idx]
+    return holdout(labels, None if groups is None else groups[train_idx], fraction, seed)
+
 
 def version_id(config: DatasetConfig, source_hashes: list[dict]) -> str:
     """The content address: source bytes plus every setting that changes what is stored."""
@@ -376,7 +400,9 @@ def version_id(config: DatasetConfig, source_hashes: list[dict]) -> str:
         "image": config.image.model_dump(),
         "label_column": config.label_column,
         "pixel_prefix": config.pixel_prefix,
+        "group_column": config.group_column,
         "evaluation_split": config.evaluation_split.model_dump(),
+        "grouping_format": GROUPING_FORMAT,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -428,6 +454,9 @@ def ingest(config: DatasetConfig, root: Path | None = None) -> IngestResult:
             images = parse_idx_array(url, decompress(url, data))
             labels = parse_idx_array(labels_url, decompress(labels_url, labels_data))
             table = parse_idx_pair(url, images, labels, labels_url, config, split)
+        if config.group_column and config.group_column not in table.header and table.header:
+            raise DatasetError(f"{config.where}: group_column '{config.group_column}' is not a column of {url} "
+                               f"(its columns start {', '.join(table.header[:4])}); fix group_column or remove it")
         if table.skipped:
             first = table.skipped[0]
             raise DatasetError(f"{url}: line {first.get('line', '?')} has {first['fields']} fields but the header has "
@@ -458,19 +487,18 @@ def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], 
         np.save(tmp / "images.npy", images)
         np.save(tmp / "labels.npy", labels)
         is_test = (profile["split"] == "test").to_numpy()
-        train_pool = np.flatnonzero(~is_test)
-        evaluation_idx = stratified_split(labels[train_pool], config.evaluation_split.fraction, config.evaluation_split.seed)
-        evaluation_idx = train_pool[evaluation_idx]
-        train_idx = np.setdiff1d(train_pool, evaluation_idx)
-        np.save(tmp / "train_idx.npy", train_idx)
-        np.save(tmp / "evaluation_idx.npy", evaluation_idx)
-        np.save(tmp / "test_idx.npy", np.flatnonzero(is_test))
+        plan = plan_split(config, images, labels, np.where(is_test, "test", "pool"),
+                          profile["group"].to_numpy() if config.group_column else None)
+        np.save(tmp / "groups.npy", plan.groups)
+        for part in ("train", "evaluation", "test"):
+            np.save(tmp / f"{part}_idx.npy", plan.indices(part))
         row_ids = (profile["source"] + ":" + profile["line"].astype(str)).to_numpy()
         split_info = {
-            "train_rows": int(len(train_idx)),
-            "evaluation_rows": int(len(evaluation_idx)),
+            "train_rows": int(len(plan.indices("train"))),
+            "evaluation_rows": int(len(plan.indices("evaluation"))),
             "test_rows": int(is_test.sum()),
-            "evaluation_ids_sha256": hashlib.sha256("\n".join(row_ids[evaluation_idx]).encode()).hexdigest(),
+            "evaluation_ids_sha256": hashlib.sha256("\n".join(row_ids[plan.indices("evaluation")]).encode()).hexdigest(),
+            **plan.meta,
         }
     return {
         "dataset": config.name,
@@ -493,6 +521,7 @@ def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], 
         "labels": config.labels,
         "class_names": config.class_names,
         "evaluation_split": config.evaluation_split.model_dump(),
+        "group_column": config.group_column,
         "curated_batches": curated_batches(config.name),
         "images_stored": reason is None,
         "images_missing_reason": reason,
@@ -531,21 +560,6 @@ def _images_missing_reason(config: DatasetConfig, tables: list[ParsedTable], pro
     if not all(isinstance(v, (int, np.integer)) and int(v) in known for v in profile["label"]):
         return "some labels are missing or not among the configured classes"
     return None
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of a deterministic, stratified `fraction` of `labels` (sorted)."""
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for value in np.unique(labels):
-        members = np.flatnonzero(labels == value)
-        take = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            take = min(max(take, 1), len(members) - 1)
-        else:
-            take = 0
-        chosen.append(rng.permutation(members)[:take])
-    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
 
 
 def class_indices(labels: np.ndarray, configured: list[int]) -> np.ndarray:

@@ -183,8 +183,9 @@ def _to_8bit(image, channels: int, notes: list[str]):
 
 def ingest_image_folder(config: DatasetConfig, root):
     """Stores (or reuses) the version of an image-folder dataset; returns an IngestResult."""
-    from keel.datasets import INGEST_FORMAT, DatasetVersion, IngestResult, stratified_split
+    from keel.datasets import INGEST_FORMAT, DatasetVersion, IngestResult
     from keel.io import atomic_dir, read_bytes, sha256_hex
+    from keel.splits import GROUPING_FORMAT, plan_split
 
     files = scan(config)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
@@ -194,7 +195,8 @@ def ingest_image_folder(config: DatasetConfig, root):
     content = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     key = {"ingest_format": INGEST_FORMAT, "format": config.format, "files": content,
            "image": config.image.model_dump(), "image_folder": config.image_folder.model_dump(),
-           "classes": config.class_names, "evaluation_split": config.evaluation_split.model_dump()}
+           "classes": config.class_names, "evaluation_split": config.evaluation_split.model_dump(),
+           "grouping_format": GROUPING_FORMAT}
     vid = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     target = root / config.name / vid
     if (target / "meta.json").exists():
@@ -220,15 +222,14 @@ def ingest_image_folder(config: DatasetConfig, root):
         np.zeros((0, shape.height, shape.width, shape.channels), np.uint8)
     stored = profile[kept].reset_index(drop=True)
     labels = stored["label"].to_numpy(dtype=np.int64)
-    split = stored["split"].to_numpy()
-    if (split == "pool").any():
-        pool_idx = np.flatnonzero(split == "pool")
-        evaluation_idx = pool_idx[stratified_split(labels[pool_idx], config.evaluation_split.fraction,
-                                                   config.evaluation_split.seed)]
-        split[evaluation_idx] = "evaluation"
-        split[split == "pool"] = "train"
-        profile.loc[kept.to_numpy(), "split"] = split
-        stored["split"] = split
+    # Near-duplicate groups of the stored photos; a root of class folders is split in whole
+    # groups, a split given by folders is kept and checked for near-copies across it.
+    plan = plan_split(config, images, labels, stored["split"].to_numpy())
+    split = plan.parts
+    profile.loc[kept.to_numpy(), "split"] = split
+    profile["group"] = -1
+    profile.loc[kept.to_numpy(), "group"] = plan.groups
+    stored["split"] = split
     if not (split == "train").any():
         raise DatasetError(f"{config.resolve(config.image_folder.root)}: no usable training images "
                            f"({int((~kept).sum())} quarantined; see the reasons with `keel train` or in quarantine.csv)")
@@ -238,6 +239,7 @@ def ingest_image_folder(config: DatasetConfig, root):
     with atomic_dir(target) as tmp:
         np.save(tmp / "images.npy", images)
         np.save(tmp / "labels.npy", labels)
+        np.save(tmp / "groups.npy", plan.groups)
         for part, idx in indices.items():
             np.save(tmp / f"{part}_idx.npy", idx)
         profile.to_parquet(tmp / "profile.parquet", index=False)
@@ -258,6 +260,7 @@ def ingest_image_folder(config: DatasetConfig, root):
             "train_rows": int(len(indices["train"])), "evaluation_rows": int(len(indices["evaluation"])),
             "test_rows": int(len(indices["test"])),
             "evaluation_ids_sha256": hashlib.sha256("\n".join(evaluation_files).encode()).hexdigest(),
+            **plan.meta,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return IngestResult(DatasetVersion(target), reused=False)

@@ -32,7 +32,28 @@ def ingest_stage(dataset_config: str) -> dict:
         "dataset": config.name, "version": meta["version"], "version_dir": str(result.version.path),
         "rows": meta["rows"], "reused": result.reused, "seconds": time.perf_counter() - started,
         "evaluation_ids_sha256": meta.get("evaluation_ids_sha256"),
+        "split": result.version.split_description, "leakage": split_tags(result.version),
     }
+
+
+def split_tags(version: DatasetVersion) -> dict[str, str]:
+    """Where a version's evaluation figures come from, as MLflow tags: the split's kind,
+    method, threshold and groups, and how much of it leaks into training."""
+    split = version.meta.get("evaluation_split", {})
+    grouping = split.get("grouping", {})
+    leak = (version.meta.get("leakage") or {}).get("evaluation", {})
+    tags = {
+        "keel.split": version.split_description,
+        "keel.split.kind": split.get("name", "random"),
+        "keel.split.method": grouping.get("method", ""),
+        "keel.split.threshold": str(split.get("threshold", "")),
+        "keel.split.groups": str(grouping.get("groups", "")),
+        "keel.split.evaluation_rows": str(version.meta.get("evaluation_rows", "")),
+    }
+    if leak:
+        tags["keel.leakage.near_copy_share"] = f"{leak['near_copy_share']:.4f}"
+        tags["keel.leakage.nn_accuracy"] = f"{leak['nn_accuracy']:.4f}"
+    return tags
 
 
 def validation_docs_dir(dataset: str, version: str) -> Path:
@@ -91,7 +112,20 @@ def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainCo
         "keel.git_commit": tracking.git_commit(), "mlflow.source.name": "keel train",
     })
     run_id = run.info.run_id
-    client.log_batch(run_id, params=_params(train_config, config.name, version.id))
+    from mlflow.entities import Metric, RunTag
+
+    from keel.validation import leakage_sentences
+
+    tags = split_tags(version)
+    sentences = leakage_sentences(version.meta, config.validation.max_leaked_fraction)
+    if sentences:
+        tags["keel.leakage"] = sentences[0]
+    leak = (version.meta.get("leakage") or {}).get("evaluation", {})
+    now = int(time.time() * 1000)
+    baselines = [Metric("baseline_1nn_evaluation_accuracy", leak["nn_accuracy"], now, 0),
+                 Metric("evaluation_near_copy_share", leak["near_copy_share"], now, 0)] if leak else []
+    client.log_batch(run_id, params=_params(train_config, config.name, version.id), metrics=baselines,
+                     tags=[RunTag(k, v) for k, v in tags.items()])
     _log_dataset_input(client, run_id, version)
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"run_id": run_id}))
@@ -209,6 +243,8 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
         Metric("best_epoch", result.best_epoch, int(time.time() * 1000), 0),
         Metric("train_seconds", result.train_seconds, int(time.time() * 1000), 0),
         Metric("loop_seconds", result.loop_seconds, int(time.time() * 1000), 0),
+        # The epochs the schedule spans: the time budget may plan fewer than --epochs.
+        Metric("planned_epochs", getattr(result, "planned_epochs", None) or result.epochs_run, int(time.time() * 1000), 0),
     ])
     client.set_tag(run_id, "keel.device", result.device)
     client.set_tag(run_id, "keel.precision", result.precision)
@@ -235,6 +271,8 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
         "model_path": str(model_path), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
         "train_seconds": result.train_seconds, "loop_seconds": result.loop_seconds, "device": result.device, "precision": result.precision,
+        "planned_epochs": getattr(result, "planned_epochs", None) or result.epochs_run,
+        "stop_reason": getattr(result, "stop_reason", None),
         "history": result.history,
     }
 
@@ -289,9 +327,15 @@ def evaluate_stage(run_id: str, version_dir: str, model_path: str) -> dict:
         client.log_artifact(run_id, str(png), artifact_path="evaluation")
         grid = _worst_classified(split, probabilities, config["class_names"], folder / f"{part}_worst_classified.png")
         client.log_artifact(run_id, str(grid), artifact_path="evaluation")
+        # Per-row predicted class indices (rows in sorted-index order): the gate's paired test needs them.
+        folder.mkdir(parents=True, exist_ok=True)
+        predictions_npy = folder / f"{part}_predictions.npy"
+        np.save(predictions_npy, predictions.astype(np.int32))
+        client.log_artifact(run_id, str(predictions_npy), artifact_path="evaluation")
         client.log_dict(run_id, metrics, f"evaluation/{part}_metrics.json")
         metrics["confusion_matrix_png"] = str(png)
         metrics["worst_classified_png"] = str(grid)
+        metrics["predictions_path"] = str(predictions_npy)
         out[part] = metrics
     return out
 
@@ -340,6 +384,7 @@ def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict
         "evaluation_macro_f1": f"{evaluation.get('macro_f1', float('nan')):.6f}",
         "architecture": config["architecture"],
         "git_commit": tracking.git_commit(),
+        **{k.removeprefix("keel."): v for k, v in split_tags(version).items()},
     }
     number = register(client, model_uri, name, run_id, tags,
                       description=f"{config['architecture']} on {version.name} {version.id}")
@@ -360,7 +405,8 @@ def example_paths(version: DatasetVersion, rows: np.ndarray) -> list[str]:
 
 
 def score_registered_on_split(model_uri: str, version_dir: str, part: str = "evaluation") -> dict:
-    """classification_metrics of a registered model on a split of a dataset version."""
+    """classification_metrics of a registered model on a split of a dataset version, plus
+    `predictions`: the per-row predicted class indices (a list, rows in sorted-index order)."""
     from keel.evaluate import classification_metrics
     from keel.registry import load_registered
     from keel.train import load_split, predict_logits
@@ -372,29 +418,50 @@ def score_registered_on_split(model_uri: str, version_dir: str, part: str = "eva
                          f"not the dataset's {version.meta['class_names']}")
     split = load_split(version, version.indices(part), classifier.device)
     logits = predict_logits(classifier.model, split.images, classifier.device, classifier.precision)
-    return classification_metrics(split.targets.cpu().numpy(), logits.argmax(1).cpu().numpy(), version.meta["class_names"])
+    predictions = logits.argmax(1).cpu().numpy()
+    metrics = classification_metrics(split.targets.cpu().numpy(), predictions, version.meta["class_names"])
+    return metrics | {"predictions": predictions.tolist()}
+
+
+def split_description(version: DatasetVersion) -> str | None:
+    """The evaluation split in words (e.g. "group-aware split, 4,144 rows"), when the version records one."""
+    described = version.meta.get("split_description")
+    return str(described) if described else None
 
 
 def promote_stage(version_dir: str, name: str, version: str, metrics: dict, policy, attempts: int = 3) -> dict:
-    """The gate: scores the current champion on this run's evaluation split, compares, and
-    moves `champion` to `version` (compare-and-set) when the challenger wins. Returns the verdict."""
+    """The gate: scores the current champion on this run's evaluation split, compares the two row
+    by row (McNemar's test and a paired bootstrap interval, keel.promotion.decide), and moves
+    `champion` to `version` (compare-and-set) when the challenger wins. Returns the verdict."""
+    from keel.datasets import class_indices
     from keel.promotion import CHAMPION, AliasConflict, current_version, decide, move_alias
 
     client = tracking.client()
     dataset = DatasetVersion(Path(version_dir))
     challenger = metrics["evaluation"]
+    split = split_description(dataset)
+    targets = challenger_correct = None
     for _ in range(attempts):
         champion_version = current_version(client, name, CHAMPION)
-        champion = None
+        champion = champion_correct = None
         if champion_version is not None and champion_version != str(version):
             try:
                 champion = score_registered_on_split(f"models:/{name}/{champion_version}", version_dir)
             except ValueError as exc:
-                verdict = decide(challenger, None, policy, str(version), None)
+                verdict = decide(challenger, None, policy, str(version), None, split=split)
                 verdict.promote = False
                 verdict.reasons.append(f"champion v{champion_version} cannot be compared: {exc}")
                 break
-        verdict = decide(challenger, champion, policy, str(version), champion_version)
+            if targets is None:  # true classes of the evaluation rows, in the sorted order both were scored in
+                targets = class_indices(dataset.labels()[np.sort(dataset.indices("evaluation"))], dataset.meta["labels"])
+                path = challenger.get("predictions_path")
+                predictions = np.load(path) if path and Path(path).exists() else None
+                if predictions is None or len(predictions) != len(targets):  # e.g. a retry on another machine
+                    predictions = score_registered_on_split(f"models:/{name}/{version}", version_dir)["predictions"]
+                challenger_correct = np.asarray(predictions) == targets
+            champion_correct = np.asarray(champion.pop("predictions")) == targets
+        verdict = decide(challenger, champion, policy, str(version), champion_version,
+                         challenger_correct, champion_correct, split=split)
         verdict.evaluation_ids_sha256 = dataset.meta.get("evaluation_ids_sha256")
         if not verdict.promote:
             break
@@ -408,6 +475,11 @@ def promote_stage(version_dir: str, name: str, version: str, metrics: dict, poli
         verdict.reasons.append(f"the champion kept moving; gave up after {attempts} attempts")
     client.set_model_version_tag(name, str(version), "keel.verdict", verdict.text())
     client.set_model_version_tag(name, str(version), "keel.promoted", str(verdict.promote).lower())
+    if verdict.p_value is not None:  # compared with a champion on the same rows
+        client.set_model_version_tag(name, str(version), "keel.gate.p_value", f"{verdict.p_value:.6g}")
+        client.set_model_version_tag(name, str(version), "keel.gate.difference", f"{verdict.difference:+.6f}")
+        client.set_model_version_tag(name, str(version), "keel.gate.ci",
+                                     f"{verdict.ci_low:+.6f}..{verdict.ci_high:+.6f} ({policy.confidence * 100:g} %)")
     return verdict.to_dict() | {"text": verdict.text(), "name": name, "version": str(version)}
 
 

@@ -33,7 +33,7 @@ from keel.errors import ConfigError
 from keel.io import atomic_path
 
 SUITE_FORMAT = 1
-BATCHES = ("schema", "rows", "classes", "drift")
+BATCHES = ("schema", "rows", "classes", "drift", "leakage")
 # A class must be present when a batch of this size should hold at least this many of it.
 MIN_EXPECTED_ROWS = 5
 
@@ -49,8 +49,10 @@ def _schema_expectations(config: DatasetConfig) -> list[dict]:
     n = config.image.n_pixels
     first, last = config.pixel_columns[0], config.pixel_columns[-1]
     return [
-        _expectation("expect_column_values_to_be_in_set", f"only {config.label_column}, an id column and {first}..{last} may appear",
-                     "reject", column="role", value_set=["label", "id", "pixel"]),
+        _expectation("expect_column_values_to_be_in_set",
+                     f"only {config.label_column}, an id column{', ' + config.group_column if config.group_column else ''} "
+                     f"and {first}..{last} may appear",
+                     "reject", column="role", value_set=["label", "id", "pixel", *(["group"] if config.group_column else [])]),
         _expectation("expect_column_distinct_values_to_contain_set", f"all {n} pixel columns {first}..{last} must be present",
                      "reject", column="column", value_set=config.pixel_columns),
         _expectation("expect_column_distinct_values_to_contain_set", f"training data needs the label column {config.label_column}",
@@ -93,6 +95,17 @@ def _class_expectations() -> list[dict]:
                      "each class's share must be at most its upper bound (max_share)", "class_share", needs="labels",
                      column_A="max_share", column_B="share", or_equal=True),
     ]
+
+
+def leakage_expectations(config: DatasetConfig) -> list[dict]:
+    """The evaluation (and test) rows must not have near-copies in training: the split would
+    measure memory, not generalisation. A warning unless the policy says stop_on_leak."""
+    policy = config.validation
+    return [_expectation(
+        "expect_column_values_to_be_between",
+        f"at most {policy.max_leaked_fraction:.0%} of held-out rows may have a near-copy in training "
+        f"(cosine >= {config.evaluation_split.threshold:g})",
+        "reject" if policy.stop_on_leak else "warn", column="near_copy_share", max_value=policy.max_leaked_fraction)]
 
 
 def _drift_expectations() -> list[dict]:

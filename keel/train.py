@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from keel.augment import augment_batch
 from keel.config import TrainConfig
-from keel.datasets import DatasetVersion, class_indices, stratified_split
+from keel.datasets import DatasetVersion, class_indices, early_stopping_slice
 from keel.io import atomic_path
 from keel.models import build_model
 
@@ -87,10 +87,10 @@ def load_split(version: DatasetVersion, indices: np.ndarray, device: torch.devic
 
 
 def training_splits(version: DatasetVersion, config: TrainConfig, device: torch.device) -> tuple[TensorSplit, TensorSplit]:
-    """The training rows minus a stratified validation slice (for early stopping), and that slice."""
+    """The training rows minus a stratified validation slice (for early stopping; in whole groups
+    when the version has groups), and that slice."""
     train_idx = version.indices("train")
-    labels = version.labels()[train_idx]
-    val_pos = stratified_split(labels, config.validation_fraction, config.seed)
+    val_pos = early_stopping_slice(version, train_idx, config.validation_fraction, config.seed)
     fit_idx = np.delete(train_idx, val_pos)
     return load_split(version, fit_idx, device), load_split(version, train_idx[val_pos], device)
 
@@ -115,6 +115,8 @@ class TrainResult:
     resumed_from_epoch: int
     device: str
     precision: str
+    planned_epochs: int = 0  # what the schedule spans: min(epochs, what the time budget fits)
+    stop_reason: str | None = None  # "patience" or "time budget" when stopped_early
 
 
 def config_key(config: TrainConfig, dataset_version: str) -> str:
@@ -146,14 +148,86 @@ def _evaluate(model, split: TensorSplit, device, precision) -> tuple[float, floa
 EpochCallback = Callable[[int, dict, nn.Module], None]
 
 
+def _train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
+                device: torch.device, precision: str, generator: torch.Generator):
+    """One optimizer step on a batch of uint8 images; returns the loss and the logits."""
+    images = augment_batch(to_float(images), config.augment, generator)
+    images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
+ESTIMATE_MARGIN = 1.15
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_epoch_seconds(model: nn.Module, train: TensorSplit, validation: TensorSplit, config: TrainConfig,
+                           device: torch.device, precision: str, warmup: int = 2, timed: int = 5) -> float:
+    """Seconds one epoch (training pass and validation pass) should take, from a few timed
+    training steps and one timed validation batch on a copy of `model`.
+
+    The model, its optimizer and every random generator the loop uses are left as they were,
+    so a run with a budget draws the same numbers as one without."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        probe = copy.deepcopy(model)
+        probe.train()
+        optimizer = torch.optim.AdamW(probe.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+        batch = min(config.batch_size, len(train))
+        for step in range(warmup + timed):
+            if step == warmup:
+                _synchronize(device)
+                started = time.perf_counter()
+            idx = torch.randint(len(train), (batch,), device=device, generator=generator)
+            _train_step(probe, optimizer, train.images[idx], train.targets[idx], config, device, precision, generator)
+        _synchronize(device)
+        step_seconds = (time.perf_counter() - started) / timed
+        rows = min(len(validation), 1024)
+        started = time.perf_counter()
+        predict_logits(probe, validation.images[:rows], device, precision)
+        _synchronize(device)
+        validation_seconds = (time.perf_counter() - started) * len(validation) / max(rows, 1)
+    finally:
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+    # Whole epochs ran ~10 % slower than the timed steps (shuffling, metrics, checkpoints): plan
+    # for that, so the schedule finishes inside the budget instead of being cut short.
+    return ESTIMATE_MARGIN * (steps_per_epoch * step_seconds + validation_seconds)
+
+
+def plan_epochs(config: TrainConfig, epoch_seconds: float | None) -> int:
+    """How many epochs the schedule spans: `config.epochs`, or fewer when the time budget fits fewer."""
+    if not config.time_budget or not epoch_seconds:
+        return config.epochs
+    return max(1, min(config.epochs, int(config.time_budget // epoch_seconds)))
+
+
 def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: TrainConfig,
         checkpoint_path: Path | None = None, on_epoch_end: EpochCallback | None = None,
         progress: bool | None = None) -> TrainResult:
     """Trains `config.model` and returns the best epoch's weights.
 
-    With `checkpoint_path`, the whole state (weights, optimizer, schedule, random generators,
-    history, early-stopping counters) is written atomically after every epoch, and a
-    call that finds an unfinished checkpoint there resumes after its last completed epoch.
+    With `config.time_budget`, a few timed warm-up steps plan how many epochs fit (at most
+    `config.epochs`) and the one-cycle schedule spans those; the loop also stops after an
+    epoch once its training and validation passes have used the budget (a slower machine).
+
+    With `checkpoint_path`, the whole state (weights, optimizer, schedule and its planned
+    epochs, random generators, history, early-stopping counters) is written atomically after
+    every epoch, and a call that finds an unfinished checkpoint there resumes after its last
+    completed epoch, on the same plan.
     """
     device = train.images.device
     precision = select_precision(config.precision, device)
@@ -163,25 +237,41 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
     model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = max(1, len(train) // config.batch_size)  # drop the ragged last batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.seed)
 
-    state = {"epoch": 0, "history": [], "best_score": (-1.0, 0.0), "best_epoch": 0, "best_state": None,
-             "bad_epochs": 0, "stopped_early": False, "train_seconds": 0.0}
-    resumed_from = 0
+    saved, probe_seconds = None, 0.0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        # On the CPU: the random generators' states must stay CPU byte tensors; load_state_dict
+        # moves the weights and the optimizer's moments to the model's device.
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = saved["state"]
+        state.setdefault("planned_epochs", config.epochs)  # a checkpoint from before time budgets
+        state.setdefault("budget_seconds", state["train_seconds"])
+    else:
+        probe_started = time.perf_counter()
+        epoch_seconds = (estimate_epoch_seconds(model, train, validation, config, device, precision)
+                         if config.time_budget and config.epochs > 1 else None)
+        probe_seconds = time.perf_counter() - probe_started
+        state = {"epoch": 0, "history": [], "best_score": (-1.0, 0.0), "best_epoch": 0, "best_state": None,
+                 "bad_epochs": 0, "stopped_early": False, "stop_reason": None, "train_seconds": 0.0,
+                 "planned_epochs": plan_epochs(config, epoch_seconds), "estimated_epoch_seconds": epoch_seconds,
+                 "budget_seconds": 0.0}
+    planned = state["planned_epochs"]
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, epochs=planned, steps_per_epoch=steps_per_epoch)
+    resumed_from = 0
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        generator.set_state(saved["generator"].to("cpu") if device.type == "cpu" else saved["generator"])
+        generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         resumed_from = state["epoch"]
 
     loop_started = time.perf_counter()
-    done = state["stopped_early"] or state["epoch"] >= config.epochs
+    done = state["stopped_early"] or state["epoch"] >= planned
     while not done:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
@@ -189,19 +279,12 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         order = torch.randperm(len(train), device=device, generator=generator)
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{planned}", unit="batch",
                    leave=False, disable=(not progress) if progress is not None else None)
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            images = augment_batch(to_float(train.images[idx]), config.augment, generator)
-            images = images.contiguous(memory_format=torch.channels_last)
             targets = train.targets[idx]
-            with autocast(device, precision):
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, logits = _train_step(model, optimizer, train.images[idx], targets, config, device, precision, generator)
             scheduler.step()
             total_loss += loss.detach()
             correct += (logits.argmax(1) == targets).sum()
@@ -220,6 +303,7 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         }
         state["epoch"] = epoch
         state["train_seconds"] += train_seconds
+        state["budget_seconds"] += time.perf_counter() - started
         state["history"].append({"epoch": epoch, **metrics})
         score = (val_accuracy, -val_loss)  # accuracy saturates on easy data; then lower loss wins
         if score > tuple(state["best_score"]):
@@ -228,21 +312,25 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
         else:
             state["bad_epochs"] += 1
             if state["bad_epochs"] >= config.patience:
-                state["stopped_early"] = True
-        done = state["stopped_early"] or epoch >= config.epochs
+                state.update(stopped_early=True, stop_reason="patience")
+        if (not state["stopped_early"] and epoch < planned and config.time_budget
+                and state["budget_seconds"] >= config.time_budget):
+            state.update(stopped_early=True, stop_reason="time budget")
+        done = state["stopped_early"] or epoch >= planned
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, model)
 
-    state["loop_seconds"] = state.get("loop_seconds", 0.0) + time.perf_counter() - loop_started
+    state["loop_seconds"] = state.get("loop_seconds", 0.0) + probe_seconds + time.perf_counter() - loop_started
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return TrainResult(
         model=model, history=state["history"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
         stopped_early=state["stopped_early"], train_seconds=state["train_seconds"],
         loop_seconds=state["loop_seconds"],
-        resumed_from_epoch=resumed_from, device=str(device), precision=precision)
+        resumed_from_epoch=resumed_from, device=str(device), precision=precision,
+        planned_epochs=planned, stop_reason=state.get("stop_reason"))
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, generator, state: dict) -> None:
@@ -254,6 +342,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, generator, state: d
             "scheduler": scheduler.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # CUDA dropout draws from the device's default generator.
+            "cuda_rng": torch.cuda.get_rng_state(generator.device) if generator.device.type == "cuda" else None,
             "state": state,
         }, tmp)
 

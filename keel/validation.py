@@ -67,15 +67,26 @@ class ValidationReport:
     seconds: float
     docs_index: str | None = None
     suite: str = ""
+    # Failed expectations that do not stop training (a leaked split without stop_on_leak).
+    warnings: list[Failure] = field(default_factory=list)
+    # Which split the version's evaluation figures come from, and its leakage in words.
+    split: str = ""
+    leakage: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.success:
-            return f"{self.dataset} {self.version}: all {self.expectations} expectations passed on {self.rows} rows"
-        lines = [f"{self.dataset} {self.version}: {len(self.failures)} of {self.expectations} expectations failed on {self.rows} rows"]
-        for failure in self.failures:
-            lines.append(f"- {failure.sentence()}")
+            passed = self.expectations - len(self.warnings)
+            lines = [f"{self.dataset} {self.version}: {passed} of {self.expectations} expectations passed on {self.rows} rows"
+                     + (f", {len(self.warnings)} warning(s)" if self.warnings else "")]
+        else:
+            lines = [f"{self.dataset} {self.version}: {len(self.failures)} of {self.expectations} expectations failed on {self.rows} rows"]
+        for failure in self.failures + self.warnings:
+            lines.append(f"- {'warning: ' if failure in self.warnings else ''}{failure.sentence()}")
             for example in failure.examples:
                 lines.append("    e.g. " + ", ".join(f"{k}={v}" for k, v in example.items()))
+        if self.split:
+            lines.append(f"split: {self.split}")
+        lines += [f"leakage: {sentence}" for sentence in self.leakage]
         if self.docs_index:
             lines.append(f"Data Docs: {self.docs_index}")
         return "\n".join(lines)
@@ -84,9 +95,12 @@ class ValidationReport:
         status = "passed" if self.success else "FAILED"
         out = [f"# Data validation {status}: {self.dataset} `{self.version}`", "",
                f"{self.rows} rows, {self.expectations} expectations, {self.seconds:.2f} s.", ""]
-        if self.failures:
+        if self.split:
+            out += [f"Evaluation split: {self.split}.", ""]
+        out += [f"- leakage: {sentence}" for sentence in self.leakage] + ([""] if self.leakage else [])
+        if self.failures or self.warnings:
             out += ["| expectation | column | failing rows | examples |", "|---|---|---|---|"]
-            for f in self.failures:
+            for f in self.failures + self.warnings:
                 examples = "<br>".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in f.examples)
                 count = "" if f.unexpected_count is None else f"{f.unexpected_count} ({f.unexpected_percent:.2f} %)"
                 rule = f.rule + (f" (observed {f.observed})" if f.observed else "")
@@ -105,7 +119,24 @@ INDEX_COLUMNS = {
     "rows": ["row", "line", "id", "label", "bad_pixel", "bad_value", "file"],
     "classes": ["label", "class_name", "rows", "expected_rows"],
     "drift": ["check", "statistic", "value", "threshold", "p_value"],
+    "leakage": ["part", "rows", "near_copy_share", "nn_accuracy"],
 }
+
+
+def leakage_table(meta: dict) -> pd.DataFrame:
+    """One row per held-out part (evaluation, test): its rows, the share with a near-copy in
+    training, and the accuracy of a 1-nearest-neighbour lookup (the memorisation baseline)."""
+    leakage = meta.get("leakage") or {}
+    rows = [{"part": part, "rows": figures["rows"], "near_copy_share": figures["near_copy_share"],
+             "nn_accuracy": figures["nn_accuracy"]} for part, figures in leakage.items() if isinstance(figures, dict)]
+    return pd.DataFrame(rows, columns=["part", "rows", "near_copy_share", "nn_accuracy"])
+
+
+def leakage_sentences(meta: dict, limit: float) -> list[str]:
+    from keel.splits import leakage_sentence
+
+    return [leakage_sentence(part, figures, limit) for part, figures in (meta.get("leakage") or {}).items()
+            if isinstance(figures, dict)]
 
 
 def schema_table(header: list[str], config: DatasetConfig, id_column: str | None = None,
@@ -119,6 +150,8 @@ def schema_table(header: list[str], config: DatasetConfig, id_column: str | None
             return "label"
         if id_column and name == id_column:
             return "id"
+        if config.group_column and name == config.group_column:
+            return "group"
         return "pixel" if name in pixels else "unexpected"
 
     roles = [role(c) for c in header]
@@ -209,7 +242,7 @@ def failures_of(run: SuiteRun, header: list[str], classes: pd.DataFrame | None) 
 def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
     """Runs the dataset's suite (or its structural suite) on a stored version as training data;
     writes Data Docs (and report.json) to `docs_dir` when given."""
-    from keel.suite import load_suite
+    from keel.suite import leakage_expectations, load_suite
 
     if version.meta["format"] == "image-folder":
         return validate_image_version(version, config, docs_dir)
@@ -224,17 +257,32 @@ def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: P
         "classes": classes,
     }
     available = {"labels", "training"}
-    run = run_suites(tables, {t: suite.expectations(t, available) for t in tables}, f"{config.name}-{version.id}", docs_dir)
+    expectations = {t: suite.expectations(t, available) for t in tables}
+    if version.images_stored:  # leakage is measured on stored images only
+        tables["leakage"] = leakage_table(version.meta)
+        expectations["leakage"] = leakage_expectations(config)
+    run = run_suites(tables, expectations, f"{config.name}-{version.id}", docs_dir)
     return _report(config, version, len(profile), run, failures_of(run, header, classes), started, suite.name, docs_dir)
 
 
 def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: SuiteRun, failures: list[Failure],
             started: float, suite: str, docs_dir: Path | None) -> ValidationReport:
-    """The ValidationReport of a suite run, also written as report.json beside the Data Docs."""
+    """The ValidationReport of a suite run, also written as report.json beside the Data Docs.
+    A failed expectation marked `warn` (a leaked split without stop_on_leak) is a warning."""
+    limit = config.validation.max_leaked_fraction
+    sentences = leakage_sentences(version.meta, limit)
+    for failure in failures:
+        if failure.batch == "leakage":
+            failure.observed = "; ".join(s for s in sentences if "cannot measure" in s) or failure.observed
+            failure.examples = []
+            failure.unexpected_count = failure.unexpected_percent = None  # one row per part: the share says it
+    warnings = [f for f in failures if f.on_failure == "warn"]
+    failures = [f for f in failures if f.on_failure != "warn"]
     report = ValidationReport(
         dataset=config.name, version=version.id, rows=rows, success=not failures,
         expectations=run.expectations, failures=failures, seconds=time.perf_counter() - started,
-        docs_index=run.docs_index, suite=suite)
+        docs_index=run.docs_index, suite=suite, warnings=warnings,
+        split=version.meta.get("split_description", ""), leakage=sentences)
     if docs_dir is not None:
         with atomic_path(Path(docs_dir) / "report.json") as tmp:
             tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -244,14 +292,15 @@ def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: Suit
 def validate_image_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
     """The image-folder checks (keel/suite.py image_folder_expectations) on the stored photos;
     quarantined files were already set aside by ingest and are counted in the report."""
-    from keel.suite import image_folder_expectations, structural_suite
+    from keel.suite import image_folder_expectations, leakage_expectations, structural_suite
 
     started = time.perf_counter()
     profile = version.profile()
     stored = profile[profile["status"] == "ok"].reset_index(drop=True)
     classes = class_table(stored["label"].astype(str), config, structural_suite(config)["classes"])
-    tables = {"rows": stored, "classes": classes}
-    run = run_suites(tables, image_folder_expectations(config), f"{config.name}-{version.id}", docs_dir)
+    tables = {"rows": stored, "classes": classes, "leakage": leakage_table(version.meta)}
+    expectations = {**image_folder_expectations(config), "leakage": leakage_expectations(config)}
+    run = run_suites(tables, expectations, f"{config.name}-{version.id}", docs_dir)
     return _report(config, version, len(stored), run, failures_of(run, [], classes), started,
                    f"image folder ({version.meta['quarantined']} files quarantined at ingest)", docs_dir)
 

@@ -14,7 +14,8 @@ def evaluate_model(run: dict, version: dict, trained: dict) -> dict:
     """Accuracy, macro-F1 and per-class precision/recall for the evaluation split (and test files)."""
     metrics = evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
     for part, values in metrics.items():
-        create_markdown_artifact(key=f"{part}-metrics", markdown=metrics_markdown(f"{part} split", values),
+        create_markdown_artifact(key=f"{part}-metrics", markdown=metrics_markdown(
+            f"{part} split" + (f" ({version['split']})" if part == "evaluation" and version.get("split") else ""), values),
                                  description=f"{part} split metrics, run {run['run_id']}")
         create_table_artifact(key=f"{part}-per-class", table=values["per_class"],
                               description=f"{part} split per-class precision and recall")

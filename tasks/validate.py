@@ -19,7 +19,8 @@ def validate_dataset(dataset_config: str, version: dict) -> dict:
         raise
     _publish(report)
     return {"success": report.success, "expectations": report.expectations, "rows": report.rows,
-            "docs_index": report.docs_index, "seconds": report.seconds}
+            "docs_index": report.docs_index, "seconds": report.seconds, "split": report.split,
+            "leakage": report.leakage, "warnings": [w.sentence() for w in report.warnings]}
 
 
 def _publish(report) -> None:

@@ -1,19 +1,20 @@
 """Incoming Sign-MNIST batches built from the shipped data, each with one planted fault.
 
-The clean rows come from the reference's evaluation split, which the suite's autoencoder
-never trained on, so a clean batch tests false alarms honestly.
+The clean rows come from the half of the reference's group-aware evaluation split that the
+suite's autoencoder never trained on and its threshold was not fitted on (rows of other
+near-duplicate groups: new photos), so a clean batch tests false alarms honestly.
 """
 
 from __future__ import annotations
 
 import gzip
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from keel.datasets import stratified_split
 
 REPO = Path(__file__).resolve().parents[1]
 SIGN_MNIST_CSV = REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz"
@@ -23,8 +24,15 @@ MNIST_IMAGES = REPO / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 @lru_cache(maxsize=1)
 def clean_batch() -> pd.DataFrame:
     """480 unseen reference rows: 20 of each class, shuffled."""
+    from keel.config import load_dataset_config
+    from keel.datasets import ingest
+    from keel.profiling import held_out_halves
+
     frame = pd.read_csv(SIGN_MNIST_CSV)
-    unseen = frame.iloc[stratified_split(frame["label"].to_numpy(), 0.15, 0)]
+    with tempfile.TemporaryDirectory() as folder:
+        version = ingest(load_dataset_config(REPO / "conf" / "datasets" / "sign-mnist.yaml"), root=Path(folder)).version
+        _, check = held_out_halves(version, version.indices("evaluation"), seed=0)
+    unseen = frame.iloc[check]
     parts = [g.head(20) for _, g in unseen.groupby("label")]
     return pd.concat(parts).sample(frac=1.0, random_state=0).reset_index(drop=True)
 

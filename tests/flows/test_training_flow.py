@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
+from flows.cli import summary
 from flows.training import training_flow
 from keel import tracking
 from keel.config import TrainConfig
@@ -37,13 +39,26 @@ def test_flow_trains_evaluates_registers_and_promotes(keel_home, small_config, s
     assert registered["name"] == "keel-sign-mnist-small" and registered["version"] == "1"
     assert result["verdict"]["promote"] and "no champion yet" in result["verdict"]["text"]
     assert result["trained"]["epochs_run"] == 1
-    assert 0.0 <= result["metrics"]["evaluation"]["accuracy"] <= 1.0
+    evaluation = result["metrics"]["evaluation"]
+    confusion = np.array(evaluation["confusion_matrix"])
+    assert evaluation["rows"] == confusion.sum() == len(np.load(Path(result["version"]["version_dir"]) / "evaluation_idx.npy"))
+    assert evaluation["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
     assert result["validation"]["success"] and Path(result["validation"]["docs_index"]).exists()
+    # Every number names its split: the run, the model version, the verdict and the summary.
+    split = result["version"]["split"]
+    assert split.startswith(f"group-aware split: {evaluation['rows']:,} evaluation rows in ")
+    assert split in result["verdict"]["text"] and split in summary(result, 1.0)
+    assert "1-nearest-neighbour lookup" in summary(result, 1.0)
 
     client = tracking.client()
     run = client.get_run(registered["run_id"])
     assert run.info.status == "FINISHED"
-    assert {"evaluation_accuracy", "evaluation_macro_f1", "val_accuracy", "train_loss"} <= set(run.data.metrics)
+    assert {"evaluation_accuracy", "evaluation_macro_f1", "val_accuracy", "train_loss",
+            "baseline_1nn_evaluation_accuracy", "evaluation_near_copy_share"} <= set(run.data.metrics)
+    assert run.data.tags["keel.split"] == split and run.data.tags["keel.split.kind"] == "group-aware"
+    version_tags = client.get_model_version("keel-sign-mnist-small", "1").tags
+    assert version_tags["split.kind"] == "group-aware" and version_tags["split.threshold"] == "0.97"
+    assert int(version_tags["split.groups"]) > 0 and version_tags["split.evaluation_rows"] == str(evaluation["rows"])
     artifacts = {a.path for d in ("augmentation", "training", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"augmentation/augmentation_grid.png", "training/learning_curves.png",
             "evaluation/evaluation_confusion_matrix.png"} <= artifacts
@@ -52,10 +67,11 @@ def test_flow_trains_evaluates_registers_and_promotes(keel_home, small_config, s
     assert {"data-validation", "data-docs", "evaluation-metrics", "evaluation-per-class", "registered-model",
             "promotion-verdict"} <= _artifact_keys()
 
-    # The same data, config and seed give the same model: it cannot beat the champion by the margin.
+    # The same data, config and seed give the same model: no evidence that it beats the champion.
     again = training_flow(dataset_config=str(small_config), train=ONE_EPOCH, promotion=any_accuracy)
     assert again["version"]["reused"] and again["registered"]["version"] == "2"
-    assert not again["verdict"]["promote"] and "(+0.0000, needs +0.0010)" in again["verdict"]["text"]
+    assert not again["verdict"]["promote"] and "no evidence of improvement: " in again["verdict"]["text"]
+    assert "(+0.0000, 95 % CI +0.0000..+0.0000, McNemar p = 1.000)" in again["verdict"]["text"]
     assert current_version(client, "keel-sign-mnist-small", "champion") == "1"
     assert current_version(client, "keel-sign-mnist-small", "challenger") == "2"
     assert client.get_model_version("keel-sign-mnist-small", "2").tags["keel.verdict"] == again["verdict"]["text"]

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,7 +88,7 @@ def wait_for(flow_run_id, timeout: float = 300, until=lambda state: state.is_fin
 
 def train_params(team, model_name: str, epochs: int = 1, batch_size: int = 64) -> dict:
     return {"dataset_config": team["config"], "model_name": model_name,
-            "train": {"epochs": epochs, "batch_size": batch_size, "patience": 100},
+            "train": {"epochs": epochs, "batch_size": batch_size, "patience": 100, "augment": {"enabled": False}},
             "promotion": {"floor": 0.0}}
 
 
@@ -120,7 +121,8 @@ def test_training_then_scoring_deployments(team):
     from keel import tracking
     from keel.promotion import current_version
 
-    trained = run(TRAINING, train_params(team, "keel-team"))
+    # 4 epochs of 16-row batches: a model with clear answers (one epoch of 64 is near-uniform).
+    trained = run(TRAINING, train_params(team, "keel-team", epochs=4, batch_size=16))
     assert trained.state.is_completed(), trained.state.message
     assert trained.work_pool_name == "gpu"
     client = tracking.client()
@@ -144,7 +146,13 @@ def test_training_then_scoring_deployments(team):
     import mlflow
 
     expected = mlflow.pyfunc.load_model("models:/keel-team@champion").predict(team["rows"].head(60).drop(columns=["label"]))
-    assert predictions["class_name"].tolist() == expected["class_name"].tolist()
+    # bf16 on a worker with other thread counts may flip a near-tie: the same model gives the
+    # same confidences, and the same class wherever it is not a tie.
+    np.testing.assert_allclose(predictions["confidence"], expected["confidence"], atol=0.02)
+    probabilities = np.sort(expected.filter(like="prob_").to_numpy(), axis=1)
+    clear = (probabilities[:, -1] - probabilities[:, -2]) > 0.05
+    assert clear.sum() >= 20, probabilities[:, -2:]
+    assert predictions["class_name"][clear].tolist() == expected["class_name"][clear].tolist()
 
 
 def test_a_landed_file_triggers_validation(team):

@@ -71,3 +71,111 @@ def test_metrics_on_a_hand_checked_example():
     f1 = [0.5, 0.8, 2 / 3]
     assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_time_budget_plans_the_schedule_over_the_epochs_that_fit(splits, monkeypatch):
+    import keel.train
+
+    train, validation = splits
+    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # 35 s fit 3 epochs
+    config = TrainConfig(epochs=40, time_budget=35, batch_size=64, patience=100)
+    result = fit(train, validation, 24, config, progress=False)
+    assert result.planned_epochs == 3 and result.epochs_run == 3 and result.stop_reason is None
+    # The one-cycle schedule spans the 3 planned epochs, not 40: it has annealed by the end.
+    steps = len(train) // 64
+
+    def one_cycle(epochs):
+        optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, epochs=epochs, steps_per_epoch=steps)
+        rates = []
+        for _ in range(3):
+            for _ in range(steps):
+                optimizer.step()
+                schedule.step()
+            rates.append(schedule.get_last_lr()[0])
+        return rates
+
+    assert [h["learning_rate"] for h in result.history] == pytest.approx(one_cycle(3))
+    assert result.history[-1]["learning_rate"] < 0.05 * config.learning_rate < one_cycle(40)[-1]
+
+
+def test_a_run_that_falls_behind_its_budget_stops_after_the_epoch_that_spends_it(splits, monkeypatch):
+    import keel.train
+
+    train, validation = splits
+    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 1e-6)  # plans all 20
+    result = fit(train, validation, 24, TrainConfig(epochs=20, time_budget=0.001, batch_size=64, patience=100),
+                 progress=False)
+    assert result.planned_epochs == 20
+    assert result.epochs_run == 1 and result.stopped_early and result.stop_reason == "time budget"
+
+
+def test_the_epoch_estimate_leaves_the_model_and_the_random_generators_alone(splits):
+    from keel.models import build_model
+    from keel.train import estimate_epoch_seconds, plan_epochs
+
+    train, validation = splits
+    config = TrainConfig(batch_size=64, time_budget=60, epochs=40)
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 28, 28, 24)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = estimate_epoch_seconds(model, train, validation, config, torch.device("cpu"), "fp32")
+    assert 1e-4 < seconds < 30  # 6 steps of 64 real images and a validation pass on 96
+    assert torch.equal(torch.get_rng_state(), rng)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert plan_epochs(config, 7.0) == 8 and plan_epochs(config, 0.5) == 40 and plan_epochs(config, 100.0) == 1
+    assert plan_epochs(TrainConfig(epochs=5, time_budget=0), 100.0) == 5
+
+
+def test_a_resumed_budgeted_run_keeps_its_plan_and_ends_with_the_same_weights(tmp_path, splits, monkeypatch):
+    import keel.train
+
+    train, validation = splits
+    config = TrainConfig(epochs=40, time_budget=30, batch_size=64, patience=100)
+    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # plans 3
+    straight = fit(train, validation, 24, config, checkpoint_path=tmp_path / "a.pt", progress=False)
+
+    def stop_after_first(epoch, metrics, model):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", on_epoch_end=stop_after_first, progress=False)
+    # The machine got faster: a fresh plan would now fit 15 epochs; the resumed run keeps its 3.
+    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 2.0)
+    resumed = fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", progress=False)
+    assert straight.planned_epochs == resumed.planned_epochs == 3
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
+    assert [h["learning_rate"] for h in resumed.history] == [h["learning_rate"] for h in straight.history]
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_label_smoothing_changes_the_training_loss():
+    from torch import nn
+
+    from keel.train import _train_step
+
+    targets = torch.tensor([0, 3, 5, 7])
+    confident = 20.0 * torch.nn.functional.one_hot(targets, 24).float()
+
+    class Fixed(nn.Module):  # confident, correct logits whatever the input
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(24))
+
+        def forward(self, x):
+            return confident + self.bias
+
+    losses = {}
+    for smoothing in (0.0, 0.1):
+        model = Fixed()
+        config = TrainConfig(label_smoothing=smoothing, augment={"enabled": False})
+        loss, _ = _train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
+                              targets, config, torch.device("cpu"), "fp32", torch.Generator())
+        losses[smoothing] = loss.item()
+    assert losses[0.0] < 1e-6
+    # 0.1 of the target mass spread over 24 classes: 0.1 x 23/24 x 20 = 1.92 above the plain loss.
+    assert losses[0.1] == pytest.approx(0.1 * 23 / 24 * 20, abs=1e-3)

@@ -14,7 +14,7 @@ def test_clean_rows_pass_and_write_data_docs(tmp_path, small_config):
     version = ingest(config, root=tmp_path / "v").version
     report = validate_version(version, config, tmp_path / "docs")
     assert report.success, report.summary()
-    assert report.failures == [] and report.rows == 480 and report.expectations == 16
+    assert report.failures == [] and report.rows == 480 and report.expectations == 17  # 16 + the leakage check
     assert (tmp_path / "docs" / "index.html").exists()
     assert json.loads((tmp_path / "docs" / "report.json").read_text())["success"] is True
 
