@@ -8,7 +8,8 @@ Run it from the repository root:
 
 On the shipped data/sign-mnist/sign_mnist_train.csv.gz (27,455 rows), in one run:
 
-1. Grouping cost: `PixelFeatures().features` + `group_ids(features, 0.97)` on the 27,455 rows
+1. Grouping cost: `PixelFeatures()` features (on demand above 20,000 rows, as ingest does) +
+   `group_ids(features, 0.97)` on the 27,455 rows
    and on a 10x file (274,550 rows: the shipped images 10 times, each copy with integer pixel
    noise in [-3, 3], clipped to 0-255). Each runs in its own subprocess under `/usr/bin/time -v`:
    whole-process wall time (imports, reading the CSV and making the copies included) and peak
@@ -45,7 +46,7 @@ DATA = REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz"
 DATASET_CONFIG = REPO / "conf" / "datasets" / "sign-mnist.yaml"
 THRESHOLD, FRACTION, SPLIT_SEED = 0.97, 0.15, 0
 BIG_COPIES, NOISE = 10, 3
-TARGET_BIG_SECONDS, TARGET_BIG_MB = 60.0, 2048.0
+TARGET_BIG_SECONDS, TARGET_BIG_MB = 60.0, 1536.0  # "well under 2 GB": at most 1.5 GB
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,10 +98,11 @@ def group_child(copies: int, rows: int | None, out: str) -> None:
         images, labels = big, np.tile(labels, copies)
     prepare = time.perf_counter() - started
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    from keel.neardup import PixelFeatures, group_ids
+    from keel.neardup import EXACT_BELOW, PixelFeatures, group_ids
 
     started = time.perf_counter()
-    features = PixelFeatures().features(images)
+    extractor = PixelFeatures()  # as ingest does: large sets compute features on demand
+    features = extractor.features(images) if len(images) < EXACT_BELOW else extractor.lazy(images)
     feature_seconds = time.perf_counter() - started
     groups = group_ids(features, THRESHOLD, PixelFeatures.method)
     if copies == 1:
@@ -230,8 +232,8 @@ def report(f: dict) -> str:
     big = grouping.get("x10")
     if big:
         ok = big["seconds"] <= TARGET_BIG_SECONDS and (big["peak_rss_mb"] or 0) < TARGET_BIG_MB
-        lines.append(f"target for 274,550 rows: <= {TARGET_BIG_SECONDS:.0f} s in-process, peak RSS well under "
-                     f"{TARGET_BIG_MB / 1024:.0f} GB -> " + ('MET' if ok else 'MISSED') if big["rows"] == 274_550
+        lines.append(f"target for 274,550 rows: <= {TARGET_BIG_SECONDS:.0f} s in-process, peak RSS under "
+                     f"{TARGET_BIG_MB:.0f} MB (well under 2 GB) -> " + ('MET' if ok else 'MISSED') if big["rows"] == 274_550
                      else f"(target is for 274,550 rows; {big['rows']:,} rows here: not judged)")
     if splits:
         lines += ["-" * 86, f"Splits (evaluation fraction {FRACTION}, seed {SPLIT_SEED}); every accuracy on that split's "

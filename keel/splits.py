@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keel.config import DatasetConfig
-from keel.neardup import Groups, PixelFeatures, group_ids, groups_from_column, nearest, stratified_group_split
+from keel.neardup import (EXACT_BELOW, Groups, PixelFeatures, group_ids, groups_from_column, nearest,
+                          stratified_group_split, take)
 
 GROUPING_FORMAT = 1  # part of the version id: bump when grouping changes what is stored
 
@@ -72,7 +73,9 @@ def plan_split(config: DatasetConfig, images: np.ndarray, labels: np.ndarray, pa
     `parts` is "train", "evaluation", "test" (given by files) or "pool" (to be split) per row.
     """
     rule = config.evaluation_split
-    features = PixelFeatures().features(images)
+    # Large sets compute features on demand rather than holding them all (860 MB at 274k rows).
+    extractor = PixelFeatures()
+    features = extractor.features(images) if len(images) < EXACT_BELOW else extractor.lazy(images)
     groups = find_groups(config, features, tuple(np.asarray(images).shape[1:]), column_values)
     parts = np.asarray(parts, dtype=object).copy()
     pool = np.flatnonzero(parts == "pool")
@@ -123,7 +126,7 @@ def measure_leakage(features: np.ndarray, labels: np.ndarray, parts: np.ndarray,
         rows = np.flatnonzero(parts == part)
         if not len(rows) or not len(train):
             continue
-        best, similarity = nearest(features[train], features[rows])
+        best, similarity = nearest(take(features, train), take(features, rows))
         near = similarity >= threshold
         out[part] = {
             "rows": int(len(rows)),
