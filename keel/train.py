@@ -171,12 +171,15 @@ def _synchronize(device: torch.device) -> None:
 
 
 def estimate_epoch_seconds(model: nn.Module, train: TensorSplit, validation: TensorSplit, config: TrainConfig,
-                           device: torch.device, precision: str, warmup: int = 2, timed: int = 5) -> float:
+                           device: torch.device, precision: str, warmup: int = 3, windows: int = 5,
+                           steps_per_window: int = 3) -> float:
     """Seconds one epoch (training pass and validation pass) should take, from a few timed
     training steps and one timed validation batch on a copy of `model`.
 
-    The model, its optimizer and every random generator the loop uses are left as they were,
-    so a run with a budget draws the same numbers as one without."""
+    Both passes are warmed up first (the first calls pick and compile kernels: timing them
+    planned 7 MNIST epochs where 10 fitted), and the step time is the median of a few short
+    windows, so a moment of contention does not decide the plan. The model, its optimizer and every random generator the loop uses are
+    left as they were, so a run with a budget draws the same numbers as one without."""
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     try:
@@ -185,15 +188,20 @@ def estimate_epoch_seconds(model: nn.Module, train: TensorSplit, validation: Ten
         optimizer = torch.optim.AdamW(probe.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         generator = torch.Generator(device=device).manual_seed(config.seed + 1)
         batch = min(config.batch_size, len(train))
-        for step in range(warmup + timed):
-            if step == warmup:
-                _synchronize(device)
-                started = time.perf_counter()
-            idx = torch.randint(len(train), (batch,), device=device, generator=generator)
-            _train_step(probe, optimizer, train.images[idx], train.targets[idx], config, device, precision, generator)
-        _synchronize(device)
-        step_seconds = (time.perf_counter() - started) / timed
+
+        def steps(count: int) -> float:
+            _synchronize(device)
+            started = time.perf_counter()
+            for _ in range(count):
+                idx = torch.randint(len(train), (batch,), device=device, generator=generator)
+                _train_step(probe, optimizer, train.images[idx], train.targets[idx], config, device, precision, generator)
+            _synchronize(device)
+            return (time.perf_counter() - started) / count
+
+        steps(warmup)
+        step_seconds = float(np.median([steps(steps_per_window) for _ in range(windows)]))
         rows = min(len(validation), 1024)
+        predict_logits(probe, validation.images[:rows], device, precision)  # warm-up
         started = time.perf_counter()
         predict_logits(probe, validation.images[:rows], device, precision)
         _synchronize(device)
