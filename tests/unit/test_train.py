@@ -29,8 +29,15 @@ class Interrupted(Exception):
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, splits):
     """A run stopped after epoch 1 and resumed ends where an uninterrupted run ends."""
+    straight, resumed = _straight_and_resumed(tmp_path, splits, TrainConfig(epochs=3, batch_size=64, patience=10))
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    _assert_same_weights(straight, resumed)
+
+
+def _straight_and_resumed(tmp_path, splits, config, before_resume=None):
+    """An uninterrupted run, and a run stopped after epoch 1 then resumed from its checkpoint."""
     train, validation = splits
-    config = TrainConfig(epochs=3, batch_size=64, patience=10)
     straight = fit(train, validation, 24, config, checkpoint_path=tmp_path / "a.pt", progress=False)
 
     def stop_after_first(epoch, metrics, model):
@@ -39,10 +46,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, splits):
 
     with pytest.raises(Interrupted):
         fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", on_epoch_end=stop_after_first, progress=False)
-    resumed = fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", progress=False)
-    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+    if before_resume is not None:
+        before_resume()
+    return straight, fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", progress=False)
+
+
+def _assert_same_weights(a_result, b_result):
+    for (name, a), (_, b) in zip(a_result.model.state_dict().items(), b_result.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
 
 
@@ -132,25 +142,15 @@ def test_the_epoch_estimate_leaves_the_model_and_the_random_generators_alone(spl
 def test_a_resumed_budgeted_run_keeps_its_plan_and_ends_with_the_same_weights(tmp_path, splits, monkeypatch):
     import keel.train
 
-    train, validation = splits
     config = TrainConfig(epochs=40, time_budget=30, batch_size=64, patience=100)
     monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # plans 3
-    straight = fit(train, validation, 24, config, checkpoint_path=tmp_path / "a.pt", progress=False)
-
-    def stop_after_first(epoch, metrics, model):
-        if epoch == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", on_epoch_end=stop_after_first, progress=False)
     # The machine got faster: a fresh plan would now fit 15 epochs; the resumed run keeps its 3.
-    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 2.0)
-    resumed = fit(train, validation, 24, config, checkpoint_path=tmp_path / "b.pt", progress=False)
+    faster = lambda: monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 2.0)  # noqa: E731
+    straight, resumed = _straight_and_resumed(tmp_path, splits, config, before_resume=faster)
     assert straight.planned_epochs == resumed.planned_epochs == 3
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
     assert [h["learning_rate"] for h in resumed.history] == [h["learning_rate"] for h in straight.history]
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
-        torch.testing.assert_close(a, b, msg=name)
+    _assert_same_weights(straight, resumed)
 
 
 def test_label_smoothing_changes_the_training_loss():
