@@ -17,7 +17,7 @@ On the shipped data/sign-mnist/sign_mnist_train.csv.gz (27,455 rows), in one run
    Targets: 274,550 rows grouped (features + grouping) in <= 60 s, peak RSS well under 2 GB.
 2. Two splits of the rows, evaluation fraction 0.15, seed 0: a random stratified split
    (keel.splits.stratified_split) and the group-aware split (whole groups,
-   keel.neardup.stratified_group_split). On each: the 1-nearest-neighbour lookup baseline and the
+   keel.splits.stratified_group_split). On each: the 1-nearest-neighbour lookup baseline and the
    share of evaluation rows with a near-copy in training (keel.splits.measure_leakage); Keel's
    default model (TrainConfig() as it stands, early-stopping slice carved from the training rows
    the same way as the split: in whole groups on the group split), and the course's CNN trained
@@ -98,11 +98,10 @@ def group_child(copies: int, rows: int | None, out: str) -> None:
         images, labels = big, np.tile(labels, copies)
     prepare = time.perf_counter() - started
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    from keel.neardup import EXACT_BELOW, PixelFeatures, group_ids
+    from keel.neardup import PixelFeatures, group_ids
 
     started = time.perf_counter()
-    extractor = PixelFeatures()  # as ingest does: large sets compute features on demand
-    features = extractor.features(images) if len(images) < EXACT_BELOW else extractor.lazy(images)
+    features = PixelFeatures().for_grouping(images)  # as ingest does: large sets compute features on demand
     feature_seconds = time.perf_counter() - started
     groups = group_ids(features, THRESHOLD, PixelFeatures.method)
     if copies == 1:
@@ -152,8 +151,8 @@ def evaluate_splits(args, labels_raw: np.ndarray, images: np.ndarray, groups: np
     from keel.config import TrainConfig, load_dataset_config
     from keel.datasets import class_indices
     from keel.models import inference_model
-    from keel.neardup import PixelFeatures, stratified_group_split
-    from keel.splits import measure_leakage, stratified_split
+    from keel.neardup import PixelFeatures
+    from keel.splits import holdout, measure_leakage, stratified_group_split, stratified_split
     from keel.train import TensorSplit, fit, predict_logits, select_device, select_precision, set_threads
 
     set_threads()
@@ -174,10 +173,9 @@ def evaluate_splits(args, labels_raw: np.ndarray, images: np.ndarray, groups: np
               f"near-copy {leak['near_copy_share']:.1%}", flush=True)
         for seed in args.seeds if name == "group-aware" else args.seeds[:1]:
             config = TrainConfig(seed=seed, **({"epochs": args.epochs} if args.epochs else {}))
-            if name == "group-aware":
-                val_pos = stratified_group_split(targets[train_idx], groups[train_idx], config.validation_fraction, config.seed)
-            else:
-                val_pos = stratified_split(targets[train_idx], config.validation_fraction, config.seed)
+            # The early-stopping slice is drawn the way the split was (as ingest and training do).
+            by_group = groups[train_idx] if name == "group-aware" else None
+            val_pos = holdout(targets[train_idx], by_group, config.validation_fraction, config.seed)
             device = select_device(config.device)
             precision = select_precision(config.precision, device)
 

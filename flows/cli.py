@@ -357,10 +357,10 @@ def summary(result: dict, seconds: float) -> str:
         f"on {evaluation.get('rows', 0)} held-out rows",
         f"split     {version.get('split', 'random split')}",
     ]
-    leakage = version.get("leakage") or {}
-    if "keel.leakage.nn_accuracy" in leakage:
-        lines.append(f"baseline  a 1-nearest-neighbour lookup in the training rows scores {float(leakage['keel.leakage.nn_accuracy']):.4f} "
-                     f"on the same rows; {float(leakage['keel.leakage.near_copy_share']):.1%} of them have a near-copy in training")
+    leakage = version.get("leakage")
+    if leakage:
+        lines.append(f"baseline  a 1-nearest-neighbour lookup in the training rows scores {leakage['nn_accuracy']:.4f} "
+                     f"on the same rows; {leakage['near_copy_share']:.1%} of them have a near-copy in training")
     if result.get("validation", {}).get("warnings"):
         lines += [f"warning   {w}" for w in result["validation"]["warnings"]]
     if "test" in result["metrics"]:

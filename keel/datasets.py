@@ -29,7 +29,7 @@ from keel import settings
 from keel.config import DatasetConfig, SourceFile
 from keel.errors import DatasetError
 from keel.io import atomic_dir, decompress, read_bytes, verify_sha256
-from keel.splits import GROUPING_FORMAT, plan_split, stratified_split  # noqa: F401  (stratified_split: re-exported)
+from keel.splits import GROUPING_FORMAT, holdout, plan_split
 
 INGEST_FORMAT = 3  # bump when the stored layout changes, so old versions are not reused
 
@@ -376,19 +376,23 @@ class DatasetVersion:
 
     @property
     def split_description(self) -> str:
-        """Which split the evaluation figures come from, in words."""
-        return self.meta.get("split_description") or "random split (a version stored before splits were named)"
+        """Which split the evaluation figures come from, in words ("" when no split was drawn:
+        the rows could not be stored as images)."""
+        return self.meta.get("split_description", "")
+
+    @property
+    def leakage(self) -> dict[str, dict]:
+        """Per held-out part ("evaluation", "test"): rows, near-copy share, 1-NN accuracy, examples."""
+        return {part: figures for part, figures in (self.meta.get("leakage") or {}).items() if part in ("evaluation", "test")}
 
 
-def early_stopping_slice(version: DatasetVersion, train_idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Positions within `train_idx` of the validation slice early stopping watches: stratified,
-    and in whole groups when the version has groups (a near-copy of a validation row in the
-    fitted rows would make early stopping wait for memorisation)."""
-    from keel.splits import holdout
-
+def group_holdout(version: DatasetVersion, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions within `indices` of a stratified `fraction` of those rows, in whole groups when
+    the version has groups: the early-stopping slice carved from training (a near-copy of a
+    validation row among the fitted rows would make early stopping wait for memorisation), or
+    half of the evaluation rows (the anomaly threshold's calibration)."""
     groups = version.groups()
-    labels = version.labels()[train_idx]
-    return holdout(labels, None if groups is None else groups[train_idx], fraction, seed)
+    return holdout(version.labels()[indices], None if groups is None else groups[indices], fraction, seed)
 
 
 def version_id(config: DatasetConfig, source_hashes: list[dict]) -> str:

@@ -234,7 +234,7 @@ def ingest_image_folder(config: DatasetConfig, root):
         raise DatasetError(f"{config.resolve(config.image_folder.root)}: no usable training images "
                            f"({int((~kept).sum())} quarantined; see the reasons with `keel train` or in quarantine.csv)")
     _mark_duplicates(profile)
-    indices = {part: np.flatnonzero(split == part) for part in ("train", "evaluation", "test")}
+    indices = {part: plan.indices(part) for part in ("train", "evaluation", "test")}
     evaluation_files = stored["file"].to_numpy()[indices["evaluation"]]
     with atomic_dir(target) as tmp:
         np.save(tmp / "images.npy", images)

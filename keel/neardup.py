@@ -62,8 +62,8 @@ class PixelFeatures:
         if n == 0:
             return np.zeros((0, 1), np.float32)
         _, h, w, c = images.shape
-        fh, fw = -(-h // self.max_side), -(-w // self.max_side)  # pooling factors (ceil)
-        oh, ow = h // fh, w // fw
+        oh, ow, _ = self.shape((h, w, c))
+        fh, fw = h // oh, w // ow  # pooling factors
         out = np.empty((n, oh * ow * c), np.float32)
         for start in range(0, n, CHUNK):
             chunk = np.asarray(images[start:start + CHUNK], dtype=np.float32)
@@ -76,10 +76,10 @@ class PixelFeatures:
             out[start:start + len(chunk)] = flat
         return out
 
-
-    def lazy(self, images: np.ndarray) -> LazyFeatures:
-        """The features of `images`, computed on demand (for sets too large to hold them all)."""
-        return LazyFeatures(images, self)
+    def for_grouping(self, images: np.ndarray):
+        """The features of `images` as a matrix, or computed on demand (LazyFeatures) for sets
+        large enough that the whole float32 matrix would dominate memory (860 MB at 274k rows)."""
+        return self.features(images) if len(images) < EXACT_BELOW else LazyFeatures(images, self)
 
 
 class LazyFeatures:
@@ -279,40 +279,3 @@ def nearest(reference, queries) -> tuple[np.ndarray, np.ndarray]:
         best_idx[rows] = neighbours[np.arange(len(rows)), pick]
         best_sim[rows] = sims[np.arange(len(rows)), pick]
     return best_idx, best_sim
-
-
-def stratified_group_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices (sorted) of about `fraction` of each class's rows, taken in whole groups.
-
-    Groups are visited in a seeded random order; a group joins the held-out side when that
-    brings the per-class row counts closer to their targets (`fraction` of each class) and
-    leaves every class some rows on the other side. This serves groups of one label
-    (near-copies of a photo) and groups that span the labels (a signer, a patient) alike.
-    """
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    if not len(labels):
-        return np.zeros(0, np.int64)
-    rng = np.random.default_rng(seed)
-    _, inverse = np.unique(groups, return_inverse=True)
-    _, label_codes = np.unique(labels, return_inverse=True)
-    counts = np.zeros((inverse.max() + 1, label_codes.max() + 1), np.int64)
-    np.add.at(counts, (inverse, label_codes), 1)
-    totals = counts.sum(axis=0)
-    targets = fraction * totals
-    taken = np.zeros_like(totals)
-    chosen = np.zeros(len(counts), bool)
-    for g in rng.permutation(len(counts)):
-        after = taken + counts[g]
-        if np.abs(after - targets).sum() < np.abs(taken - targets).sum() and not (after >= totals)[counts[g] > 0].any():
-            chosen[g] = True
-            taken = after
-    # Like a stratified row split, every class with rows in two or more groups gets at least
-    # one group held out (small data: a tenth of 4 rows rounds to none).
-    for code in np.flatnonzero((taken == 0) & ((counts > 0).sum(axis=0) >= 2)):
-        for g in rng.permutation(np.flatnonzero((counts[:, code] > 0) & ~chosen)):
-            after = taken + counts[g]
-            if not (after >= totals)[counts[g] > 0].any():
-                chosen[g] = True
-                taken = after
-                break
-    return np.flatnonzero(chosen[inverse]).astype(np.int64)

@@ -32,7 +32,7 @@ def ingest_stage(dataset_config: str) -> dict:
         "dataset": config.name, "version": meta["version"], "version_dir": str(result.version.path),
         "rows": meta["rows"], "reused": result.reused, "seconds": time.perf_counter() - started,
         "evaluation_ids_sha256": meta.get("evaluation_ids_sha256"),
-        "split": result.version.split_description, "leakage": split_tags(result.version),
+        "split": result.version.split_description, "leakage": result.version.leakage.get("evaluation", {}),
     }
 
 
@@ -41,7 +41,7 @@ def split_tags(version: DatasetVersion) -> dict[str, str]:
     method, threshold and groups, and how much of it leaks into training."""
     split = version.meta.get("evaluation_split", {})
     grouping = split.get("grouping", {})
-    leak = (version.meta.get("leakage") or {}).get("evaluation", {})
+    leak = version.leakage.get("evaluation")
     tags = {
         "keel.split": version.split_description,
         "keel.split.kind": split.get("name", "random"),
@@ -117,10 +117,10 @@ def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainCo
     from keel.validation import leakage_sentences
 
     tags = split_tags(version)
-    sentences = leakage_sentences(version.meta, config.validation.max_leaked_fraction)
+    sentences = leakage_sentences(version, config.validation.max_leaked_fraction)
     if sentences:
         tags["keel.leakage"] = sentences[0]
-    leak = (version.meta.get("leakage") or {}).get("evaluation", {})
+    leak = version.leakage.get("evaluation")
     now = int(time.time() * 1000)
     baselines = [Metric("baseline_1nn_evaluation_accuracy", leak["nn_accuracy"], now, 0),
                  Metric("evaluation_near_copy_share", leak["near_copy_share"], now, 0)] if leak else []
@@ -239,12 +239,14 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
     for row in result.history:
         if row["epoch"] not in logged:
             log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"}, None)
+    # The epochs the schedule spans: the time budget may plan fewer than --epochs (the transfer
+    # loop plans none: its count is the epochs run).
+    planned_epochs = result.planned_epochs or result.epochs_run
     client.log_batch(run_id, metrics=[
         Metric("best_epoch", result.best_epoch, int(time.time() * 1000), 0),
         Metric("train_seconds", result.train_seconds, int(time.time() * 1000), 0),
         Metric("loop_seconds", result.loop_seconds, int(time.time() * 1000), 0),
-        # The epochs the schedule spans: the time budget may plan fewer than --epochs.
-        Metric("planned_epochs", getattr(result, "planned_epochs", None) or result.epochs_run, int(time.time() * 1000), 0),
+        Metric("planned_epochs", planned_epochs, int(time.time() * 1000), 0),
     ])
     client.set_tag(run_id, "keel.device", result.device)
     client.set_tag(run_id, "keel.precision", result.precision)
@@ -271,8 +273,7 @@ def train_stage(run_id: str, version_dir: str, train_config: TrainConfig, checkp
         "model_path": str(model_path), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
         "train_seconds": result.train_seconds, "loop_seconds": result.loop_seconds, "device": result.device, "precision": result.precision,
-        "planned_epochs": getattr(result, "planned_epochs", None) or result.epochs_run,
-        "stop_reason": getattr(result, "stop_reason", None),
+        "planned_epochs": planned_epochs, "stop_reason": result.stop_reason,
         "history": result.history,
     }
 
@@ -423,12 +424,6 @@ def score_registered_on_split(model_uri: str, version_dir: str, part: str = "eva
     return metrics | {"predictions": predictions.tolist()}
 
 
-def split_description(version: DatasetVersion) -> str | None:
-    """The evaluation split in words (e.g. "group-aware split, 4,144 rows"), when the version records one."""
-    described = version.meta.get("split_description")
-    return str(described) if described else None
-
-
 def promote_stage(version_dir: str, name: str, version: str, metrics: dict, policy, attempts: int = 3) -> dict:
     """The gate: scores the current champion on this run's evaluation split, compares the two row
     by row (McNemar's test and a paired bootstrap interval, keel.promotion.decide), and moves
@@ -439,7 +434,7 @@ def promote_stage(version_dir: str, name: str, version: str, metrics: dict, poli
     client = tracking.client()
     dataset = DatasetVersion(Path(version_dir))
     challenger = metrics["evaluation"]
-    split = split_description(dataset)
+    split = dataset.split_description or None
     targets = challenger_correct = None
     for _ in range(attempts):
         champion_version = current_version(client, name, CHAMPION)

@@ -18,7 +18,7 @@ import numpy as np
 
 from keel.anomaly import AutoencoderConfig, reconstruction_errors, save_autoencoder, train_autoencoder
 from keel.config import DatasetConfig
-from keel.datasets import DatasetVersion
+from keel.datasets import DatasetVersion, group_holdout
 from keel.drift import reference_quantiles
 from keel.suite import inferred_suite, write_suite
 
@@ -42,12 +42,7 @@ def behaviour(model, pixels: np.ndarray, threshold: float, seed: int = 0) -> dic
 def held_out_halves(version: DatasetVersion, evaluation_idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The evaluation rows in two halves of whole groups: one sets the threshold, the other
     measures the false-alarm rate."""
-    from keel.splits import holdout
-
-    groups = version.groups()
-    labels = version.labels()[evaluation_idx]
-    positions = holdout(labels, None if groups is None else groups[evaluation_idx], 0.5, seed)
-    check = evaluation_idx[positions]
+    check = evaluation_idx[group_holdout(version, evaluation_idx, 0.5, seed)]
     return np.setdiff1d(evaluation_idx, check), check
 
 

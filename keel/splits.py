@@ -9,12 +9,14 @@ re-run reuses it and every number Keel shows can say which split it comes from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keel.config import DatasetConfig
-from keel.neardup import (EXACT_BELOW, Groups, PixelFeatures, group_ids, groups_from_column, nearest,
-                          stratified_group_split, take)
+from keel.neardup import Groups, PixelFeatures, group_ids, groups_from_column, nearest, take
+
+if TYPE_CHECKING:  # attributes only: keeps keel.splits out of the config <-> datasets import cycle
+    from keel.config import DatasetConfig
 
 GROUPING_FORMAT = 1  # part of the version id: bump when grouping changes what is stored
 
@@ -46,6 +48,43 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarr
     return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
 
 
+def stratified_group_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices (sorted) of about `fraction` of each class's rows, taken in whole groups.
+
+    Groups are visited in a seeded random order; a group joins the held-out side when that
+    brings the per-class row counts closer to their targets (`fraction` of each class) and
+    leaves every class some rows on the other side. This serves groups of one label
+    (near-copies of a photo) and groups that span the labels (a signer, a patient) alike.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if not len(labels):
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(groups, return_inverse=True)
+    _, label_codes = np.unique(labels, return_inverse=True)
+    counts = np.zeros((inverse.max() + 1, label_codes.max() + 1), np.int64)
+    np.add.at(counts, (inverse, label_codes), 1)
+    totals = counts.sum(axis=0)
+    targets = fraction * totals
+    taken = np.zeros_like(totals)
+    chosen = np.zeros(len(counts), bool)
+    for g in rng.permutation(len(counts)):
+        after = taken + counts[g]
+        if np.abs(after - targets).sum() < np.abs(taken - targets).sum() and not (after >= totals)[counts[g] > 0].any():
+            chosen[g] = True
+            taken = after
+    # Like a stratified row split, every class with rows in two or more groups gets at least
+    # one group held out (small data: a tenth of 4 rows rounds to none).
+    for code in np.flatnonzero((taken == 0) & ((counts > 0).sum(axis=0) >= 2)):
+        for g in rng.permutation(np.flatnonzero((counts[:, code] > 0) & ~chosen)):
+            after = taken + counts[g]
+            if not (after >= totals)[counts[g] > 0].any():
+                chosen[g] = True
+                taken = after
+                break
+    return np.flatnonzero(chosen[inverse]).astype(np.int64)
+
+
 def holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
     """Positions of a stratified `fraction` of rows, in whole groups when `groups` is given."""
     if groups is None:
@@ -53,14 +92,13 @@ def holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed
     return stratified_group_split(labels, groups, fraction, seed)
 
 
-def find_groups(config: DatasetConfig, features: np.ndarray, image_shape: tuple[int, int, int],
+def find_groups(config: DatasetConfig, extractor: PixelFeatures, features, image_shape: tuple[int, int, int],
                 column_values=None) -> Groups:
     """The rows' groups: the group column's values when the dataset has one, else
     near-duplicate groups at the configured threshold."""
     if config.group_column:
         return groups_from_column(column_values)
     rule = config.evaluation_split
-    extractor = PixelFeatures()
     method = extractor.method + (f", best of shifts up to {rule.max_shift} px" if rule.max_shift else "")
     return group_ids(features, rule.threshold, method, extractor.shape(image_shape), rule.max_shift)
 
@@ -73,10 +111,9 @@ def plan_split(config: DatasetConfig, images: np.ndarray, labels: np.ndarray, pa
     `parts` is "train", "evaluation", "test" (given by files) or "pool" (to be split) per row.
     """
     rule = config.evaluation_split
-    # Large sets compute features on demand rather than holding them all (860 MB at 274k rows).
     extractor = PixelFeatures()
-    features = extractor.features(images) if len(images) < EXACT_BELOW else extractor.lazy(images)
-    groups = find_groups(config, features, tuple(np.asarray(images).shape[1:]), column_values)
+    features = extractor.for_grouping(images)
+    groups = find_groups(config, extractor, features, tuple(images.shape[1:]), column_values)
     parts = np.asarray(parts, dtype=object).copy()
     pool = np.flatnonzero(parts == "pool")
     if len(pool):

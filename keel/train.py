@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from keel.augment import augment_batch
 from keel.config import TrainConfig
-from keel.datasets import DatasetVersion, class_indices, early_stopping_slice
+from keel.datasets import DatasetVersion, class_indices, group_holdout
 from keel.io import atomic_path
 from keel.models import build_model
 
@@ -90,7 +90,7 @@ def training_splits(version: DatasetVersion, config: TrainConfig, device: torch.
     """The training rows minus a stratified validation slice (for early stopping; in whole groups
     when the version has groups), and that slice."""
     train_idx = version.indices("train")
-    val_pos = early_stopping_slice(version, train_idx, config.validation_fraction, config.seed)
+    val_pos = group_holdout(version, train_idx, config.validation_fraction, config.seed)
     fit_idx = np.delete(train_idx, val_pos)
     return load_split(version, fit_idx, device), load_split(version, train_idx[val_pos], device)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from keel import settings
 from keel.config import BACKBONES, TrainConfig
-from keel.datasets import DatasetVersion, class_indices, early_stopping_slice
+from keel.datasets import DatasetVersion, class_indices, group_holdout
 from keel.io import atomic_path
 from keel.train import TrainResult
 
@@ -250,7 +250,7 @@ def fit_transfer(version: DatasetVersion, config: TrainConfig, device: torch.dev
 
     train_idx = version.indices("train")
     labels = version.labels()
-    val_pos = early_stopping_slice(version, train_idx, config.validation_fraction, config.seed)
+    val_pos = group_holdout(version, train_idx, config.validation_fraction, config.seed)
     fit_idx, val_idx = np.sort(np.delete(train_idx, val_pos)), np.sort(train_idx[val_pos])
     targets = torch.from_numpy(class_indices(labels, version.meta["labels"]))
     val_images = torch.from_numpy(np.asarray(version.images()[val_idx])).permute(0, 3, 1, 2).contiguous()

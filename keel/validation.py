@@ -123,20 +123,20 @@ INDEX_COLUMNS = {
 }
 
 
-def leakage_table(meta: dict) -> pd.DataFrame:
+def leakage_table(version: DatasetVersion) -> pd.DataFrame:
     """One row per held-out part (evaluation, test): its rows, the share with a near-copy in
     training, and the accuracy of a 1-nearest-neighbour lookup (the memorisation baseline)."""
-    leakage = meta.get("leakage") or {}
-    rows = [{"part": part, "rows": figures["rows"], "near_copy_share": figures["near_copy_share"],
-             "nn_accuracy": figures["nn_accuracy"]} for part, figures in leakage.items() if isinstance(figures, dict)]
-    return pd.DataFrame(rows, columns=["part", "rows", "near_copy_share", "nn_accuracy"])
+    columns = INDEX_COLUMNS["leakage"]
+    return pd.DataFrame([{"part": part, **{c: figures[c] for c in columns[1:]}} for part, figures in version.leakage.items()],
+                        columns=columns)
 
 
-def leakage_sentences(meta: dict, limit: float) -> list[str]:
+def leakage_sentences(version: DatasetVersion, limit: float, over_only: bool = False) -> list[str]:
+    """The leakage of each held-out part in words (only the parts over `limit` with `over_only`)."""
     from keel.splits import leakage_sentence
 
-    return [leakage_sentence(part, figures, limit) for part, figures in (meta.get("leakage") or {}).items()
-            if isinstance(figures, dict)]
+    return [leakage_sentence(part, figures, limit) for part, figures in version.leakage.items()
+            if not over_only or figures["near_copy_share"] > limit]
 
 
 def schema_table(header: list[str], config: DatasetConfig, id_column: str | None = None,
@@ -259,7 +259,7 @@ def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: P
     available = {"labels", "training"}
     expectations = {t: suite.expectations(t, available) for t in tables}
     if version.images_stored:  # leakage is measured on stored images only
-        tables["leakage"] = leakage_table(version.meta)
+        tables["leakage"] = leakage_table(version)
         expectations["leakage"] = leakage_expectations(config)
     run = run_suites(tables, expectations, f"{config.name}-{version.id}", docs_dir)
     return _report(config, version, len(profile), run, failures_of(run, header, classes), started, suite.name, docs_dir)
@@ -270,10 +270,9 @@ def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: Suit
     """The ValidationReport of a suite run, also written as report.json beside the Data Docs.
     A failed expectation marked `warn` (a leaked split without stop_on_leak) is a warning."""
     limit = config.validation.max_leaked_fraction
-    sentences = leakage_sentences(version.meta, limit)
     for failure in failures:
         if failure.batch == "leakage":
-            failure.observed = "; ".join(s for s in sentences if "cannot measure" in s) or failure.observed
+            failure.observed = "; ".join(leakage_sentences(version, limit, over_only=True)) or failure.observed
             failure.examples = []
             failure.unexpected_count = failure.unexpected_percent = None  # one row per part: the share says it
     warnings = [f for f in failures if f.on_failure == "warn"]
@@ -282,7 +281,7 @@ def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: Suit
         dataset=config.name, version=version.id, rows=rows, success=not failures,
         expectations=run.expectations, failures=failures, seconds=time.perf_counter() - started,
         docs_index=run.docs_index, suite=suite, warnings=warnings,
-        split=version.meta.get("split_description", ""), leakage=sentences)
+        split=version.split_description, leakage=leakage_sentences(version, limit))
     if docs_dir is not None:
         with atomic_path(Path(docs_dir) / "report.json") as tmp:
             tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -298,7 +297,7 @@ def validate_image_version(version: DatasetVersion, config: DatasetConfig, docs_
     profile = version.profile()
     stored = profile[profile["status"] == "ok"].reset_index(drop=True)
     classes = class_table(stored["label"].astype(str), config, structural_suite(config)["classes"])
-    tables = {"rows": stored, "classes": classes, "leakage": leakage_table(version.meta)}
+    tables = {"rows": stored, "classes": classes, "leakage": leakage_table(version)}
     expectations = {**image_folder_expectations(config), "leakage": leakage_expectations(config)}
     run = run_suites(tables, expectations, f"{config.name}-{version.id}", docs_dir)
     return _report(config, version, len(stored), run, failures_of(run, [], classes), started,

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from keel.config import load_dataset_config
-from keel.datasets import class_indices, ingest, stratified_split
+from keel.datasets import class_indices, ingest
 from keel.errors import DatasetError
+from keel.splits import stratified_split
 from tests.conftest import images_of, write_dataset_config
 
 

@@ -9,7 +9,8 @@ import pytest
 from keel.config import load_dataset_config
 from keel.datasets import ingest
 from keel.errors import ConfigError, DatasetError
-from keel.neardup import PixelFeatures, group_ids, stratified_group_split
+from keel.neardup import PixelFeatures, group_ids
+from keel.splits import stratified_group_split
 from keel.validation import validate_version
 from tests.conftest import images_of, stratified_rows, write_dataset_config
 from tests.image_data import fruits_config, small_fruits
