@@ -10,8 +10,12 @@ prefect.server.api.server:create_app in ephemeral mode, UI off, on a free loopba
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
+import logging
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +47,8 @@ class TemporaryPrefectAPI:
              "--log-level", "error", "--lifespan", "on"],
             # No telemetry from a throwaway server (and no network to send it on).
             env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
+            # The server dies with this process, even when it is killed with SIGKILL.
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         self.url = f"http://127.0.0.1:{port}/api"
         return self
@@ -52,6 +58,8 @@ class TemporaryPrefectAPI:
         """Runs the block against this server, or against the configured API if a Prefect
         profile names one (then this server is stopped unused)."""
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        hide_user_error_tracebacks()
 
         if self.process is None or PREFECT_API_URL.value():
             self.stop()
@@ -78,6 +86,65 @@ class TemporaryPrefectAPI:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send the child SIGTERM when its parent dies
+    (PR_SET_PDEATHSIG); elsewhere None (the server then lives until stopped)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        PR_SET_PDEATHSIG = 1
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died between fork and prctl: then no signal would ever come.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Keeps a user's mistake (a KeelError) out of Prefect's console output: no traceback, no
+    repeated "Finished in state Failed" lines. The CLI prints the one sentence; the flow run's
+    logs on the Prefect API keep everything (this filter sits on console handlers only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from keel.errors import KeelError
+
+        if record.exc_info and isinstance(record.exc_info[1], KeelError):
+            return False
+        if record.levelno >= logging.ERROR or "Failed(" in str(record.msg):
+            message = record.getMessage()
+            return not any(re.search(rf"\b{name}[:(]", message) for name in _user_error_names())
+        return True
+
+
+def _user_error_names() -> set[str]:
+    from keel.errors import KeelError
+
+    names, todo = set(), [KeelError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def hide_user_error_tracebacks() -> None:
+    """Adds the filter to every console handler Prefect configured (not to its API handler)."""
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                     if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, APILogHandler) \
+                    and not any(isinstance(f, _HideUserErrorTracebacks) for f in handler.filters):
+                handler.addFilter(_HideUserErrorTracebacks())
 
 
 def flush_prefect_workers() -> None:
