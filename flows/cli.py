@@ -6,10 +6,12 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 from flows.prefect_api import TemporaryPrefectAPI, flush_prefect_workers
 from keel.config import BACKBONES, PIXEL_MODELS
 from keel.errors import DataValidationError, KeelError
+from keel.secrets import install_log_redaction, redact
 
 TRAIN_FIELDS = ["model", "backbone", "weights", "image_size", "head_epochs", "fine_tune_lr_factor", "unfreeze", "workers",
                 "epochs", "time_budget", "batch_size", "learning_rate", "label_smoothing", "patience", "seed", "device",
@@ -140,11 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"train": _train, "predict": _predict, "models": _models, "promote": _promote, "rollback": _rollback,
                 "validate": _validate, "profile": _profile, "stack": _stack, "watch": _watch}
+    # Credentials in URLs and secret environment variables never reach a log line or message.
+    install_log_redaction()
     try:
         return commands[args.command](args)
+    except DataValidationError as exc:
+        print(f"\n{redact(exc)}", file=sys.stderr)
+        return 1
     except KeelError as exc:
-        print(f"keel {args.command}: {exc}", file=sys.stderr)
+        print(f"\nkeel {args.command}: {redact(exc)}", file=sys.stderr)
         return 2
+    except Exception:
+        # Not a user's mistake: a bug or an outage. The traceback helps, the credentials in it do not.
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 def _train(args) -> int:
@@ -186,12 +197,6 @@ def _train(args) -> int:
         with api.serving():
             result = training_flow(dataset_config=args.dataset_config, train=train, fresh=args.fresh,
                                    model_name=args.model_name, promotion=promotion)
-    except DataValidationError as exc:
-        print(f"\n{exc}", file=sys.stderr)
-        return 1
-    except KeelError as exc:
-        print(f"\nkeel train: {exc}", file=sys.stderr)
-        return 2
     finally:
         api.stop()
     print(summary(result, time.perf_counter() - started))
