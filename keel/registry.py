@@ -129,7 +129,9 @@ def log_pixel_classifier(run_id: str, model: torch.nn.Module, model_config: dict
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=PixelClassifier(),
+                # Models-from-code: the model holds the code file that builds the classifier, not a
+                # pickle of it (MLflow's own loaders then unpickle nothing; Keel's never run it).
+                python_model=str(Path(__file__).with_name("mlflow_pixel_classifier.py")),
                 artifacts={"weights": str(weights), "model_config": str(config_path)},
                 code_paths=[str(Path(keel.__file__).parent)],
                 signature=signature,
@@ -171,7 +173,8 @@ def log_anomaly_scorer(run_id: str, weights: Path, anomaly_config: dict, input_e
             signature = infer_signature(example, scorer.predict(None, example))
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             info = mlflow.pyfunc.log_model(
-                name="autoencoder", python_model=AnomalyScorer(), artifacts=artifacts,
+                name="autoencoder", python_model=str(Path(__file__).with_name("mlflow_anomaly_scorer.py")),
+                artifacts=artifacts,
                 code_paths=[str(Path(keel.__file__).parent)], signature=signature, input_example=example,
                 pip_requirements=pip_requirements(),
             )
@@ -198,11 +201,41 @@ def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str
     # A logged model's URI (models:/m-<id>) names its LoggedModel; a tracking server insists on
     # getting that id with the source (a local SQLite store does not check).
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    # Every file's sha256 (signed with the team key, if set) goes into the tracking store with
+    # the version itself: a load checks the artifacts against it (keel.trust).
+    from keel.trust import registration_tags
+
+    tags = {**tags, **registration_tags(client, name, model_uri)}
     version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
                                           description=description, model_id=model_id)
     return str(version.version)
 
 
 def load_registered(model_uri: str) -> PixelClassifier:
-    """The PixelClassifier of a registered model (its torch model, device and config loaded)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    """The PixelClassifier of a registered model (`models:/NAME/VERSION` or `models:/NAME@alias`;
+    its torch model, device and config loaded).
+
+    Every file of the version is downloaded and checked against the manifest Keel recorded at
+    registration first (keel.trust; UntrustedModelError otherwise). Then nothing is unpickled and
+    no code from the artifact store runs: the config is JSON, the weights load with
+    `weights_only=True`, and the class is this module's, not the pickled python_model.pkl."""
+    import yaml
+
+    from keel import tracking
+    from keel.predict import resolve_model
+    from keel.trust import verified_model
+
+    client = tracking.client()
+    ref = resolve_model(client, model_uri)
+    with tempfile.TemporaryDirectory(prefix="keel-model-") as tmp:
+        folder = verified_model(client, ref.name, ref.version, Path(tmp))
+        flavor = (yaml.safe_load((folder / "MLmodel").read_text()) or {}).get("flavors", {}).get("python_function", {})
+        artifacts = {key: (folder / spec["path"]).resolve() for key, spec in (flavor.get("artifacts") or {}).items()}
+        if {"weights", "model_config"} - set(artifacts) or any(not p.is_relative_to(folder.resolve()) for p in artifacts.values()):
+            from keel.errors import KeelError
+
+            raise KeelError(f"model {ref.name} version {ref.version} is not a Keel classifier (its MLmodel names no "
+                            "weights and model_config artifacts); score it with the model it was registered for")
+        classifier = PixelClassifier()
+        classifier.load_context(_Context({key: str(path) for key, path in artifacts.items()}))
+    return classifier

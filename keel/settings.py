@@ -30,3 +30,15 @@ def reports_dir() -> Path:
 
 def mlruns_dir() -> Path:
     return home() / "mlruns"
+
+
+def signing_key() -> str | None:
+    """The team key that signs the manifest of every model version Keel registers and that
+    every load checks (KEEL_SIGNING_KEY; a shared secret), or None when unset."""
+    return os.environ.get("KEEL_SIGNING_KEY") or None
+
+
+def previous_signing_keys() -> list[str]:
+    """Retired team keys still accepted when verifying versions signed before a rotation
+    (KEEL_SIGNING_KEY_PREVIOUS, comma separated); never used to sign."""
+    return [key.strip() for key in os.environ.get("KEEL_SIGNING_KEY_PREVIOUS", "").split(",") if key.strip()]

@@ -143,12 +143,15 @@ def test_policy_fields():
 
 @pytest.fixture
 def three_versions(registered_model):
-    """The session's trained model registered three more times under a fresh name."""
+    """The session's trained model registered three more times under a fresh name (by Keel, which
+    records the files' manifest: the gate loads only such versions)."""
+    from keel.registry import register
+
     client = tracking.client()
     source = client.get_model_version(registered_model["registered"]["name"], "1")
     name = f"race-{threading.get_ident()}-{id(client)}"
     client.create_registered_model(name)
-    versions = [str(client.create_model_version(name, source.source, run_id=source.run_id).version) for _ in range(3)]
+    versions = [register(client, source.source, name, source.run_id, {}) for _ in range(3)]
     move_alias(client, name, CHAMPION, versions[0], None, "gate", "first")
     return client, name, versions
 

@@ -1,5 +1,7 @@
 """The registered pyfunc model scores raw pixel rows through MLflow's own loader."""
 
+import os
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -66,3 +68,238 @@ def test_embedded_store_lives_in_mlruns(registered, registry_home):
     assert (registry_home / "mlruns" / "mlflow.db").exists()
     assert any((registry_home / "mlruns" / "artifacts").iterdir())
     assert sorted(p.name for p in (registry_home / "mlruns").iterdir()) == ["artifacts", "mlflow.db"]
+
+
+# --------------------------------------------------------------------------- a trusted registry
+# Every test registers its own version through keel.registry in one store for this module (a
+# fresh database costs seconds); an attacker who can write the artifact store (and nothing else)
+# then changes its files.
+
+
+@pytest.fixture(scope="module")
+def trust_store(tmp_path_factory):
+    return tmp_path_factory.mktemp("trust-home")
+
+
+@pytest.fixture
+def trust_home(trust_store, monkeypatch):
+    monkeypatch.setenv("KEEL_HOME", str(trust_store))
+    for variable in ("KEEL_SIGNING_KEY", "KEEL_SIGNING_KEY_PREVIOUS"):
+        monkeypatch.delenv(variable, raising=False)
+    return trust_store
+
+
+@pytest.fixture
+def trusted(trust_home, small_rows, request):
+    from tests.registry_data import register_small_model
+
+    return register_small_model(small_rows, name=f"keel-{request.node.name.removeprefix('test_')[:40]}")
+
+
+def _load(version: dict, reference: str | None = None):
+    from keel.registry import load_registered
+
+    return load_registered(reference or f"models:/{version['name']}/{version['version']}")
+
+
+def test_registration_records_every_file_and_an_untampered_version_loads_and_predicts(trusted, small_rows):
+    import hashlib
+    import json
+
+    from keel import trust
+    from tests.registry_data import artifact_folder
+
+    tags = tracking.client().get_model_version(trusted["name"], trusted["version"]).tags
+    manifest = json.loads(tags[trust.MANIFEST_TAG])
+    folder = artifact_folder(trusted["name"], trusted["version"])
+    on_disk = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in folder.rglob("*") if p.is_file()}
+    assert manifest["files"] == on_disk and manifest["model"] == trusted["name"]
+    assert {"MLmodel", "artifacts/weights.pt", "artifacts/model_config.json", "code/keel/registry.py"} <= set(on_disk)
+    assert tags[trust.DIGEST_TAG] == hashlib.sha256(tags[trust.MANIFEST_TAG].encode()).hexdigest()
+    assert trust.SIGNATURE_TAG not in tags  # no team key set
+
+    classifier = _load(trusted, f"models:/{trusted['name']}@champion")
+    rows = small_rows.head(20)
+    out = classifier.predict(None, rows)
+    pixels = torch.from_numpy(rows.drop(columns="label").to_numpy(np.float32).reshape(-1, 1, 28, 28) / 255)
+    with torch.no_grad():
+        direct = torch.softmax(trusted["model"](pixels), dim=1).numpy()
+    np.testing.assert_allclose(out.filter(like="prob_").to_numpy(), direct, atol=1e-4)
+
+
+def test_a_planted_pickle_is_refused_and_never_runs(trusted, tmp_path):
+    import pickle
+
+    from keel.errors import UntrustedModelError
+    from tests.registry_data import artifact_folder, crafted_pickle
+
+    proof = tmp_path / "the-payload-is-live"
+    pickle.loads(crafted_pickle(proof))
+    assert proof.exists()  # the planted bytes really run code when unpickled
+
+    marker = tmp_path / "MARKER"
+    folder = artifact_folder(trusted["name"], trusted["version"])
+    (folder / "artifacts" / "weights.pt").write_bytes(crafted_pickle(marker))
+    with pytest.raises(UntrustedModelError, match=(rf"^model {trusted['name']} version 1 holds artifacts/weights\.pt, "
+                                                   r"whose sha256 differs from the one Keel recorded, so Keel does not "
+                                                   r"load it; the artifact store was changed")):
+        _load(trusted)
+    # What the probe planted: a pickled python_model (Keel's models hold none: models-from-code).
+    (folder / "python_model.pkl").write_bytes(crafted_pickle(marker))
+    with pytest.raises(UntrustedModelError, match=r"holds python_model\.pkl, a file Keel did not register"):
+        _load(trusted)
+    assert not marker.exists()
+
+
+def test_the_logged_model_holds_no_pickle_and_mlflow_loads_it_with_pickle_disallowed(trusted, tmp_path, small_rows):
+    import subprocess
+    import sys
+
+    from tests.registry_data import artifact_folder
+
+    folder = artifact_folder(trusted["name"], trusted["version"])
+    assert not list(folder.rglob("*.pkl")) and (folder / "mlflow_pixel_classifier.py").exists()
+    torch.load(folder / "artifacts" / "weights.pt", weights_only=True)  # plain tensors, no pickled objects
+    rows = tmp_path / "rows.csv"
+    small_rows.head(5).to_csv(rows, index=False)
+    code = (f"import mlflow, pandas as pd\n"
+            f"mlflow.set_tracking_uri({tracking.tracking_uri()!r})\n"
+            f"model = mlflow.pyfunc.load_model('models:/{trusted['name']}@champion')\n"
+            f"print(len(model.predict(pd.read_csv({str(rows)!r}))))\n")
+    env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip().endswith("5"), done.stderr[-2000:]
+
+
+def test_a_version_registered_by_hand_is_refused(trusted):
+    from keel.errors import UntrustedModelError
+
+    client = tracking.client()
+    mlflow.register_model(trusted["model_uri"], "by-hand")  # the same files, without Keel's manifest
+    assert not any(k.startswith("keel.") for k in client.get_model_version("by-hand", "1").tags)
+    with pytest.raises(UntrustedModelError, match=r"^model by-hand version 1 has no manifest recorded by Keel \(it was "
+                                                  r"registered by hand"):
+        _load({"name": "by-hand", "version": "1"})
+
+
+def test_an_added_or_removed_file_is_refused(trusted, tmp_path):
+    import shutil
+
+    from keel.errors import UntrustedModelError
+    from tests.registry_data import artifact_folder, crafted_pickle
+
+    folder = artifact_folder(trusted["name"], trusted["version"])
+    extra = folder / "code" / "keel" / "sitecustomize.py"
+    extra.write_text(f"import os; os.system('touch {tmp_path / 'MARKER'}')\n")
+    with pytest.raises(UntrustedModelError, match=r"holds code/keel/sitecustomize\.py, a file Keel did not register"):
+        _load(trusted)
+    extra.unlink()
+    (folder / ".gitignore").write_bytes(crafted_pickle(tmp_path / "MARKER"))  # model-signing skips git files by default
+    with pytest.raises(UntrustedModelError, match=r"holds \.gitignore, a file Keel did not register"):
+        _load(trusted)
+    (folder / ".gitignore").unlink()
+    (folder / "registered_model_meta").write_text("model_name: x\n")  # MLflow's own loaders write this file
+    _load(trusted)
+    (folder / "registered_model_meta").unlink()
+    (folder / "registered_model_meta").mkdir()
+    (folder / "registered_model_meta" / "hidden.pkl").write_bytes(crafted_pickle(tmp_path / "MARKER"))
+    with pytest.raises(UntrustedModelError, match=r"holds registered_model_meta as a folder or link"):
+        _load(trusted)
+    shutil.rmtree(folder / "registered_model_meta")
+    (folder / "artifacts" / "link.pt").symlink_to(folder / "artifacts" / "weights.pt")
+    with pytest.raises(UntrustedModelError, match=r"holds artifacts/link\.pt, (a file Keel did not register|which is not "
+                                                  r"a plain file)"):
+        _load(trusted)
+    (folder / "artifacts" / "link.pt").unlink()
+    (folder / "input_example.json").unlink()
+    with pytest.raises(UntrustedModelError, match=r"lacks input_example\.json, a file Keel registered"):
+        _load(trusted)
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_edited_manifest_tags_are_refused(trusted):
+    import json
+
+    from keel import trust
+    from keel.errors import UntrustedModelError
+    from tests.registry_data import artifact_folder
+
+    client = tracking.client()
+    name, version = trusted["name"], trusted["version"]
+    folder = artifact_folder(name, version)
+    (folder / "artifacts" / "weights.pt").write_bytes(b"swapped weights")
+    manifest = json.loads(client.get_model_version(name, version).tags[trust.MANIFEST_TAG])
+    manifest["files"]["artifacts/weights.pt"] = "0" * 64
+    client.set_model_version_tag(name, version, trust.MANIFEST_TAG, json.dumps(manifest))
+    with pytest.raises(UntrustedModelError, match=r"tag that does not match its keel\.manifest_sha256 tag"):
+        _load(trusted)
+
+
+def test_a_signed_version_loads_only_with_its_team_key(trust_home, small_rows, monkeypatch):
+    from keel import trust
+    from keel.errors import ConfigError, UntrustedModelError
+    from tests.registry_data import register_small_model
+
+    team_key, other_key = "team-key-" + "a" * 32, "other-key-" + "b" * 32
+    monkeypatch.setenv("KEEL_SIGNING_KEY", team_key)
+    signed = register_small_model(small_rows, name="keel-signed")
+    tags = tracking.client().get_model_version("keel-signed", "1").tags
+    assert tags[trust.KEY_ID_TAG] == trust.key_id(team_key.encode()) and len(tags[trust.SIGNATURE_TAG]) == 64
+    assert team_key not in str(tags)
+    _load(signed)
+
+    monkeypatch.setenv("KEEL_SIGNING_KEY", other_key)
+    with pytest.raises(UntrustedModelError, match=r"^model keel-signed version 1 is signed with team key \w{16}, and "
+                                                  r"KEEL_SIGNING_KEY holds key \w{16}"):
+        _load(signed)
+    monkeypatch.delenv("KEEL_SIGNING_KEY")
+    with pytest.raises(UntrustedModelError, match=r"is signed with team key \w{16} and KEEL_SIGNING_KEY is not set"):
+        _load(signed)
+
+    # Without the key, the tracking store's tags are what an attacker could rewrite: with a key
+    # set, a version whose signature was stripped is refused.
+    unsigned = register_small_model(small_rows, name="keel-unsigned")
+    monkeypatch.setenv("KEEL_SIGNING_KEY", team_key)
+    with pytest.raises(UntrustedModelError, match=r"^model keel-unsigned version 1 is not signed, and a team key is set"):
+        _load(unsigned)
+    monkeypatch.setenv("KEEL_SIGNING_KEY", "short")
+    with pytest.raises(ConfigError, match=r"KEEL_SIGNING_KEY holds a key of 5 characters"):
+        _load(signed)
+
+
+def test_rotating_the_team_key(trust_home, small_rows, monkeypatch):
+    from keel import trust
+    from keel.errors import UntrustedModelError
+    from tests.registry_data import artifact_folder, register_small_model
+
+    old_key, new_key = "old-key-" + "c" * 32, "new-key-" + "d" * 32
+    monkeypatch.setenv("KEEL_SIGNING_KEY", old_key)
+    version = register_small_model(small_rows, name="keel-rotated")
+    monkeypatch.setenv("KEEL_SIGNING_KEY", new_key)
+    monkeypatch.setenv("KEEL_SIGNING_KEY_PREVIOUS", old_key)
+    _load(version)  # the old key still verifies
+    client = tracking.client()
+    assert trust.sign_version(client, "keel-rotated", "1") == trust.key_id(new_key.encode())
+    monkeypatch.delenv("KEEL_SIGNING_KEY_PREVIOUS")
+    _load(version)  # re-signed: the old key can go
+    (artifact_folder("keel-rotated", "1") / "MLmodel").write_text("flavors: {}\n")
+    with pytest.raises(UntrustedModelError, match=r"holds MLmodel, whose sha256 differs"):
+        trust.sign_version(client, "keel-rotated", "1")  # never vouches for changed files
+
+
+def test_every_registry_load_goes_through_the_verified_loader():
+    """No other code path downloads or deserialises a registered model."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    loaders = {"load_model", "download_artifacts", "unwrap_python_model", "load_context"}
+    found = set()
+    for path in [*root.glob("keel/*.py"), *root.glob("tasks/*.py"), *root.glob("flows/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+            if name in loaders:
+                found.add(f"{path.relative_to(root).as_posix()}: {name}")
+    # registry.py: log_* check the model they log; load_registered loads what keel.trust verified.
+    assert found == {"keel/trust.py: download_artifacts", "keel/registry.py: load_context"}
