@@ -14,11 +14,13 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/keel
 
-# Flows run as `keel`. Named volumes mounted on data/, reports/, predictions/, .keel-watch/ and
-# /mlartifacts take their ownership from these folders on first use, so they stay writable.
+# Flows run as `keel`. Named volumes mounted on data/, reports/, predictions/, .keel-watch/,
+# /mlartifacts and /mlflow-auth (MLflow's users) take their ownership from these folders on
+# first use, so they stay writable.
 RUN useradd --create-home --uid 1000 keel \
-    && mkdir -p /mlartifacts \
-    && chown keel:keel /opt/keel /mlartifacts
+    && mkdir -p /mlartifacts /mlflow-auth \
+    && chown keel:keel /opt/keel /mlartifacts /mlflow-auth \
+    && chmod 700 /mlflow-auth
 
 # Dependencies first, against empty packages: a change to the code does not download them again.
 COPY pyproject.toml README.md ./

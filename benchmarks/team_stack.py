@@ -103,13 +103,15 @@ def main() -> None:
     try:
         stack.up()
         up_total = stack.seconds_to_ready
-        os.environ.update(stack.client_env())
+        credentials = stack.credentials()  # both servers require them
+        os.environ.update({**stack.client_env(), **credentials})
         time.sleep(10)
         idle = memory(stack)
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         rows = []
-        with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
+                                         PREFECT_API_AUTH_STRING: credentials["PREFECT_API_AUTH_STRING"]}):
             team_run(stack, args.epochs)  # warm-up of the team path (first MLflow experiment, caches)
             for _ in range(args.repeats):
                 wall, loop, queued = team_run(stack, args.epochs)

@@ -11,8 +11,10 @@ import mlflow
 import pytest
 
 from flows.prefect_api import wait_for_health
+from flows.stack import Stack, StackSettings, check_mlflow_credentials, free_port, spawn, stop, wait_healthy
 from keel import pipeline, tracking
 from keel.config import TrainConfig
+from keel.errors import KeelError
 from keel.promotion import PromotionPolicy, current_version
 
 pytestmark = pytest.mark.integration
@@ -63,5 +65,42 @@ def test_training_stages_register_and_promote_on_a_tracking_server(mlflow_server
     assert current_version(client, registered["name"], "champion") == registered["version"]
     predictions = mlflow.pyfunc.load_model(f"models:/{registered['name']}@champion").predict(small_rows.head(3))
     assert len(predictions) == 3
+    # Keel's own loader: every file, downloaded through the server's artifact proxy, matches the manifest.
+    from keel.registry import load_registered
+
+    verified = load_registered(f"models:/{registered['name']}@champion").predict(None, small_rows.head(3))
+    assert verified["label"].tolist() == predictions["label"].tolist()
     assert not (keel_home / "mlruns").exists()  # nothing went to the embedded store
     assert any(artifacts.rglob("MLmodel"))  # the server stored the model's artifacts
+
+
+def test_the_stacks_mlflow_server_requires_its_credentials(tmp_path, monkeypatch):
+    """The MLflow server `keel stack up` starts (basic-auth app, SQLite here: no PostgreSQL
+    needed) refuses anonymous requests, accepts the stack's credentials through the MLflow
+    client's own variables, and names the fix when credentials.env no longer matches its users."""
+    monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+    stack = Stack(StackSettings(stack_dir=tmp_path / "stack", postgres="sqlite"))
+    port = free_port()
+    stack.mlflow_url = f"http://127.0.0.1:{port}"
+    server = stack._mlflow_server(f"sqlite:///{tmp_path / 'stack' / 'mlflow.db'}", port)
+    spawn(server)
+    try:
+        wait_healthy(server, timeout=180)
+        credentials = stack.credentials()
+        check_mlflow_credentials(stack.mlflow_url, credentials, stack.credentials_file, tmp_path / "stack" / "mlflow-auth.db")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+        # The URI passed explicitly: an earlier test may have set mlflow's process-wide tracking URI.
+        with pytest.raises(mlflow.exceptions.MlflowException, match="401|authenticated|Unauthorized"):
+            mlflow.MlflowClient(tracking_uri=stack.mlflow_url).search_experiments()
+        for key, value in credentials.items():
+            monkeypatch.setenv(key, value)
+        client = mlflow.MlflowClient(tracking_uri=stack.mlflow_url)
+        experiment = client.create_experiment("signed-in")
+        assert client.get_experiment(experiment).name == "signed-in"
+        # credentials.env replaced (lost, regenerated): the server's users do not know them.
+        stack.credentials_file.rename(tmp_path / "old-credentials.env")
+        with pytest.raises(KeelError, match="MLflow refuses the credentials in .*credentials.env: its user database"):
+            check_mlflow_credentials(stack.mlflow_url, stack.credentials(), stack.credentials_file,
+                                     tmp_path / "stack" / "mlflow-auth.db")
+    finally:
+        stop(server)

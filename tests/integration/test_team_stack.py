@@ -3,12 +3,20 @@ server (served artifacts) on free loopback ports, a process worker per pool, dep
 prefect.yaml, and the landing watcher, all started by `keel stack` (flows/stack.py) and
 stopped by their recorded process ids at the end, even when a test fails.
 
+Both servers require the stack's generated credentials (MLflow's basic-auth app, Prefect's
+auth string); the stack's PostgreSQL URL carries a password (trust auth on 127.0.0.1 ignores
+it), which must show up in no command line, worker environment, stack.json or log.
+
 PostgreSQL must answer: these tests fail (they do not skip) when it does not.
 """
 
 from __future__ import annotations
 
+import base64
+import stat
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -16,13 +24,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.stack import POOLS, Stack, StackSettings, alive, drop_database, kill_hard, postgres_reachable
+from flows.stack import (
+    POOLS,
+    SERVER_ONLY_ENV,
+    Stack,
+    StackSettings,
+    alive,
+    descendants,
+    drop_database,
+    kill_hard,
+    postgres_reachable,
+)
 from tests.conftest import stratified_rows, write_dataset_config
 from tests.incoming_data import clean_batch
 
 pytestmark = pytest.mark.integration
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+# The same server with a password in its URL, as a team configures it (KEEL_STACK_POSTGRES).
+DB_PASSWORD = f"pg-{uuid.uuid4().hex}"
+POSTGRES_WITH_PASSWORD = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432"
 TRAINING = "keel-training/weekly-retraining"
 SCORING = "keel-batch-predict/daily-scoring"
 VALIDATION = "keel-validate-incoming/validate-incoming"
@@ -37,20 +58,24 @@ def team(tmp_path_factory, sign_mnist_rows):
     root = tmp_path_factory.mktemp("team")
     patch = pytest.MonkeyPatch()
     patch.setenv("KEEL_HOME", str(root / "home"))
+    patch.setenv("KEEL_STACK_POSTGRES", POSTGRES_WITH_PASSWORD)  # inherited by what `up` starts, unless it scrubs it
     rows = stratified_rows(sign_mnist_rows, 20)
     rows.to_csv(root / "small.csv", index=False)
     config = write_dataset_config(root, root / "small.csv")
-    settings = StackSettings(stack_dir=root / "stack", postgres=POSTGRES, db_prefix=f"keel_it_{uuid.uuid4().hex[:8]}",
-                             prefect_port=0, mlflow_port=0, heartbeat_seconds=30, crash_after_seconds=CRASH_AFTER,
-                             poll_seconds=1, landing=str(root / "landing"))
+    settings = StackSettings.from_env(stack_dir=root / "stack", db_prefix=f"keel_it_{uuid.uuid4().hex[:8]}",
+                                      prefect_port=0, mlflow_port=0, heartbeat_seconds=30,
+                                      crash_after_seconds=CRASH_AFTER, poll_seconds=1, landing=str(root / "landing"))
+    assert settings.postgres == POSTGRES_WITH_PASSWORD
     stack = Stack(settings)
     try:
         stack.up()
-        for key, value in stack.client_env().items():
+        credentials = stack.credentials()
+        for key, value in {**stack.client_env(), **credentials}.items():  # MLflow clients read their credentials here
             patch.setenv(key, value)
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
+                                         PREFECT_API_AUTH_STRING: credentials["PREFECT_API_AUTH_STRING"]}):
             yield {"stack": stack, "root": root, "config": str(config), "rows": rows}
     finally:
         services = list(stack.services)
@@ -115,6 +140,38 @@ def test_stack_runs_on_postgres_with_prefect_yaml_deployed(team):
     assert "keel: mark flow runs without heartbeats crashed" in automations
     assert any(name.startswith("keel-validate-incoming/validate-incoming") or "validate-incoming" in name
                for name in automations)  # the deployment trigger on keel.data.landed
+
+
+def _status(url: str, method: str = "GET", auth: str | None = None, body: bytes | None = None) -> int:
+    """The HTTP status of one request, with HTTP basic auth `user:password` when given."""
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_both_servers_refuse_requests_without_the_stack_credentials(team):
+    stack = team["stack"]
+    credentials = stack.credentials()
+    assert stat.S_IMODE(stack.credentials_file.stat().st_mode) == 0o600
+    user, password = credentials["MLFLOW_TRACKING_USERNAME"], credentials["MLFLOW_TRACKING_PASSWORD"]
+    search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=5"
+    assert _status(search) == 401
+    assert _status(search, auth=f"{user}:not-{password}") == 401
+    assert _status(search, auth=f"{user}:{password}") == 200
+    assert _status(f"{stack.mlflow_url}/health") == 200  # the health probe stays open
+
+    flows = f"{stack.prefect_api_url}/flows/filter"
+    assert _status(flows, "POST", body=b"{}") == 401
+    assert _status(flows, "POST", auth="keel:wrong", body=b"{}") == 401
+    assert _status(flows, "POST", auth=credentials["PREFECT_API_AUTH_STRING"], body=b"{}") == 200
+    assert _status(f"{stack.prefect_api_url}/deployments/filter", "POST", body=b"{}") == 401
+    assert _status(f"{stack.prefect_api_url}/health") == 200  # Prefect keeps GET /api/health open for probes
 
 
 def test_training_then_scoring_deployments(team):
@@ -227,3 +284,42 @@ def test_a_killed_worker_leaves_a_crashed_run_and_the_next_run_resumes(team):
     assert mlflow_run.data.tags.get("keel.resumed") == "true"  # the same MLflow run, continued
     epochs = [m.step for m in client.get_metric_history(mlflow_run.info.run_id, "val_accuracy")]
     assert sorted(epochs) == list(range(1, 13))  # each epoch logged once, none trained twice or lost
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
+
+
+def test_no_secret_in_command_lines_worker_environments_state_or_logs(team):
+    """Last: after the runs above, the logs hold all they will. The database password is in no
+    process's command line, no client process's environment, stack.json or any log; the
+    credentials are in no command line, stack.json or log either."""
+    stack = team["stack"]
+    credentials = stack.credentials()
+    auth_string = credentials["PREFECT_API_AUTH_STRING"]
+    secrets = [DB_PASSWORD, credentials["MLFLOW_TRACKING_PASSWORD"], auth_string.partition(":")[2]]
+    processes = {s.name: [s.pid, *descendants(s.pid)] for s in stack.services}
+    assert len(processes["mlflow-server"]) >= 2  # `mlflow server` and the uvicorn it starts
+    for name, pids in processes.items():
+        for pid in pids:
+            command = _read(Path(f"/proc/{pid}/cmdline")).replace(b"\0", b" ").decode(errors="replace")
+            leaked = [i for i, secret in enumerate(secrets) if secret in command]
+            assert not leaked, f"{name}: secret #{leaked} on the command line of pid {pid}"
+    for name in ("worker-gpu", "worker-cpu", "watcher"):
+        main = dict(item.split(b"=", 1) for item in _read(Path(f"/proc/{stack.service(name).pid}/environ")).split(b"\0")
+                    if b"=" in item)
+        assert main[b"PREFECT_API_AUTH_STRING"].decode() == auth_string, name  # what a client needs...
+        assert main[b"MLFLOW_TRACKING_PASSWORD"].decode() == credentials["MLFLOW_TRACKING_PASSWORD"], name
+        assert not {n.encode() for n in SERVER_ONLY_ENV} & set(main), name  # ...and nothing of the servers'
+        for pid in processes[name]:  # the worker and the flow runs it started
+            assert DB_PASSWORD.encode() not in _read(Path(f"/proc/{pid}/environ")), f"{name}: pid {pid}"
+    recorded = stack.state_file.read_text()
+    assert not [secret for secret in secrets if secret in recorded], "stack.json holds a secret"
+    logs = list(stack.settings.stack_dir.rglob("*.log"))
+    assert {p.stem for p in logs} >= {"prefect-server", "mlflow-server", "worker-gpu", "worker-cpu", "watcher", "deploy"}
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not [i for i, secret in enumerate(secrets) if secret in text], f"{log} holds a secret"

@@ -4,10 +4,12 @@ flows.stack.POOLS. Docker cannot run here, so everything is checked by parsing."
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import re
 import shlex
 import tomllib
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,6 +30,10 @@ VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]
 
 EXPECTED_SERVICES = {"postgres", "prefect-server", "mlflow", "deploy", "worker-cpu", "worker-gpu", "watcher"}
 
+# Variables that hold credentials, and a URL with a password in it (scheme://user:password@host).
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|AUTH|TOKEN|CREDENTIAL", re.IGNORECASE)
+URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]*:[^/\s@]+@")
+
 
 def env_example() -> dict[str, str]:
     values = {}
@@ -41,8 +47,15 @@ def env_example() -> dict[str, str]:
 
 
 def resolve(value: str) -> str:
-    """Compose interpolation with the defaults (an empty environment)."""
-    return VARIABLE.sub(lambda m: m.group(3) or "", str(value))
+    """Compose interpolation with the defaults (an empty environment); a required variable
+    (${VAR:?error}) becomes empty."""
+    return VARIABLE.sub(lambda m: (m.group(3) or "") if m.group(2) in ("-", ":-") else "", str(value))
+
+
+def required(value) -> str | None:
+    """The variable's name when `value` is exactly one required variable, ${VAR:?error}."""
+    match = VARIABLE.fullmatch(str(value))
+    return match.group(1) if match and match.group(2) == ":?" else None
 
 
 def args(service: str) -> list[str]:
@@ -56,11 +69,12 @@ def option(service: str, name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def environment(service: str) -> dict[str, str]:
+def environment(service: str, raw: bool = False) -> dict[str, str]:
+    """The service's environment, interpolated with the defaults (raw: as written)."""
     env = SERVICES[service].get("environment") or {}
     if isinstance(env, list):
         env = dict(item.partition("=")[::2] for item in env)
-    return {k: resolve(v) for k, v in env.items()}
+    return {k: str(v) if raw else resolve(v) for k, v in env.items()}
 
 
 def has_healthcheck(service: str) -> bool:
@@ -233,7 +247,7 @@ def test_server_addresses_ports_and_databases():
     assert "--serve-artifacts" in argv
     artifacts = option("mlflow", "--artifacts-destination")
     assert any(str(v).endswith(f":{artifacts}") for v in SERVICES["mlflow"]["volumes"])
-    mlflow_db = urlsplit(option("mlflow", "--backend-store-uri"))
+    mlflow_db = urlsplit(environment("mlflow")["MLFLOW_BACKEND_STORE_URI"])
     prefect_db = urlsplit(environment("prefect-server")["PREFECT_API_DATABASE_CONNECTION_URL"])
     assert mlflow_db.scheme == "postgresql+psycopg2" and prefect_db.scheme == "postgresql+asyncpg"
     for url in (mlflow_db, prefect_db):
@@ -246,6 +260,68 @@ def test_server_addresses_ports_and_databases():
     assert re.search(rf"CREATE\s+DATABASE\s+\"?{mlflow_name}\"?\s*;", init_sql, re.IGNORECASE)
     assert any(str(v).startswith("./docker/postgres-init.sql:/docker-entrypoint-initdb.d/")
                for v in SERVICES["postgres"]["volumes"])
+
+
+def test_no_secret_on_a_command_line():
+    """Every user of a host sees every process's command line (`ps`): passwords, database
+    URLs and credentials reach the servers and workers through the environment only."""
+    for name, service in SERVICES.items():
+        for key in ("command", "entrypoint", "healthcheck"):
+            value = service.get(key) or ""
+            if key == "healthcheck":
+                value = (value or {}).get("test", "")
+            text = value if isinstance(value, str) else " ".join(map(str, value))
+            secrets = sorted(m.group(1) for m in VARIABLE.finditer(text) if SECRET_NAME.search(m.group(1)))
+            assert not secrets, f"{name}'s {key} has {secrets} in it"
+            assert not re.search(r"\$\$\{?\w*(PASSWORD|SECRET|AUTH|TOKEN)", text), f"{name}'s {key} expands a secret"
+            assert not URL_WITH_PASSWORD.search(text), f"{name}'s {key} holds a URL with a password"
+            assert "--backend-store-uri" not in text and "--registry-store-uri" not in text, name
+
+
+def test_both_servers_require_credentials_from_env():
+    example = env_example()
+    prefect = environment("prefect-server", raw=True)
+    auth_string = required(prefect["PREFECT_SERVER_API_AUTH_STRING"])
+    assert auth_string, "the Prefect server must require an auth string, set in .env"
+    assert option("mlflow", "--app-name") == "basic-auth"
+    mlflow = environment("mlflow", raw=True)
+    admin_password = required(mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    secret_key = required(mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"])
+    assert admin_password and secret_key and resolve(mlflow["MLFLOW_AUTH_ADMIN_USERNAME"])
+    for variable in (auth_string, admin_password, secret_key):
+        assert example[variable] == "", f".env.example ships a value for {variable}: every stack would share it"
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in environment("postgres")
+    # MLflow's auth settings: mounted read-only, no secret in them, the users on their own
+    # volume (not under the artifacts it serves, where anyone with READ could download them).
+    ini = mlflow["MLFLOW_AUTH_CONFIG_PATH"]
+    (source,) = [str(v).split(":")[0] for v in SERVICES["mlflow"]["volumes"] if str(v).split(":")[1:2] == [ini]]
+    config = configparser.ConfigParser()
+    assert config.read(REPO / source), f"{source} is missing"
+    assert not config["mlflow"].get("admin_password") and not config["mlflow"].get("admin_username")
+    if config.getint("mlflow", "auth_cache_ttl_seconds", fallback=0) > 0:  # a cache per worker
+        assert option("mlflow", "--workers") == "1", "with more workers a changed password stays valid on the others"
+    database = config["mlflow"]["database_uri"]
+    assert database.startswith("sqlite:////"), database
+    folder = str(PurePosixPath(database.removeprefix("sqlite:///")).parent)
+    volumes = {str(v).split(":")[1]: str(v).split(":")[0] for v in SERVICES["mlflow"]["volumes"]}
+    assert volumes.get(folder) in (COMPOSE.get("volumes") or {}), f"{folder} (MLflow's users) is not on a named volume"
+    assert not folder.startswith(option("mlflow", "--artifacts-destination"))
+    assert folder in DOCKERFILE, f"the image does not create {folder} for user keel"
+    assert mlflow["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+
+
+def test_keel_services_sign_in_and_get_no_database_password():
+    prefect = environment("prefect-server", raw=True)
+    mlflow = environment("mlflow", raw=True)
+    server_only = {"PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_DATABASE_CONNECTION_URL", "MLFLOW_BACKEND_STORE_URI",
+                   "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "POSTGRES_PASSWORD"}
+    for name in keel_services():
+        env = environment(name, raw=True)
+        assert env["PREFECT_API_AUTH_STRING"] == prefect["PREFECT_SERVER_API_AUTH_STRING"], name
+        assert env["MLFLOW_TRACKING_USERNAME"] == mlflow["MLFLOW_AUTH_ADMIN_USERNAME"], name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"], name
+        assert not server_only & set(env), f"{name} gets {sorted(server_only & set(env))}"
+        assert not [k for k, v in env.items() if "POSTGRES_PASSWORD" in v or URL_WITH_PASSWORD.search(resolve(v))], name
 
 
 def test_mlflow_job_execution_is_off():
@@ -322,6 +398,7 @@ def test_dockerfile_ships_the_packages_and_the_project_dir():
     (".venv", True), (".git", True), ("mlruns/mlflow.db", True), ("mlruns/.gitkeep", False),
     ("data/versions", True), ("data/checkpoints", True), ("data/curated", True), ("reports", True),
     ("tests", True), ("benchmarks", True), ("keel/__pycache__", True), (".keel-stack", True), (".keel-watch", True), (".env", True),
+    ("docker/mlflow-auth.ini", True),
     ("data/sign-mnist/sign_mnist_train.csv.gz", False), ("keel/train.py", False),
 ])
 def test_dockerignore_keeps_run_outputs_out(path, ignored):
