@@ -13,6 +13,7 @@ from __future__ import annotations
 from prefect import flow
 
 from keel.incoming import batches_summary
+from keel.secrets import refuse_credentials
 from tasks.incoming import curate_batch, pending_batches, profile_reference, validate_batch
 from tasks.ingest import ingest_dataset
 
@@ -37,6 +38,8 @@ def validate_incoming_flow(
         id_column: Column that identifies rows, when present.
         curate: Add the clean rows of accepted, labelled batches to the curated training data.
     """
+    refuse_credentials(input_path, "input_path")  # credentials belong in the environment, not in stored parameters
+    refuse_credentials(labels_path, "labels_path")
     files = pending_batches(dataset_config, input_path)
     results = []
     for path in files:

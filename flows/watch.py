@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from keel.landing import Landed, LandingWatcher, absolute
+from keel.secrets import refuse_credentials
 
 EVENT = "keel.data.landed"
 
@@ -30,6 +31,8 @@ def watch(landing: str, dataset_config: str, interval: float = 2.0, once: bool =
     returns after the first scan that finds the folder quiet. Returns the number of events."""
     from flows.prefect_api import flush_prefect_workers
 
+    # Each event carries the file's URL into Prefect's database and the triggered run's parameters.
+    refuse_credentials(landing, "the landing folder")
     watcher = LandingWatcher(absolute(landing))
     emitted = 0
     log(f"watching {watcher.folder} for {dataset_config} (every {interval:g} s; state {watcher.state_file})")

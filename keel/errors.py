@@ -2,7 +2,13 @@
 
 
 class KeelError(Exception):
-    """Base of the errors Keel reports to users in one sentence."""
+    """Base of the errors Keel reports to users in one sentence. Credentials in the sentence
+    (a URL's password, a token in a query) are masked when the error is made (keel.secrets)."""
+
+    def __init__(self, *args):
+        from keel.secrets import redact
+
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(KeelError):
@@ -19,3 +25,13 @@ class DataValidationError(KeelError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+class OutputError(KeelError):
+    """An output cannot be written where it was asked for, or writing it would destroy or
+    mislabel data (the input itself, a folder Keel did not create, a misleading extension)."""
+
+
+class UntrustedModelError(KeelError):
+    """A registered model version that Keel did not register, whose files differ from the
+    manifest Keel recorded at registration, or whose signature does not verify: never loaded."""

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.errors import KeelError
+from keel.secrets import redact_data
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -245,7 +246,7 @@ def alias_lock(client, name: str, timeout: float = 60.0, stale_after: float = 12
 def record(client, name: str, event: dict) -> dict:
     """Appends an alias event to the model's audit trail (tags in the tracking store)."""
     now = dt.datetime.now(dt.timezone.utc)
-    event = {"time": now.isoformat(), "actor": actor(), **event}
+    event = redact_data({"time": now.isoformat(), "actor": actor(), **event})  # `why` is free text
     key = f"{AUDIT_PREFIX}{now.strftime('%Y%m%dT%H%M%S.%f')}-{uuid.uuid4().hex[:6]}"
     client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
     return event

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from keel import settings
+from keel.secrets import has_credentials, strip_userinfo
 
 
 # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI for subprocesses; this remembers which
@@ -34,6 +35,9 @@ def client():
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
+    if has_credentials(uri):
+        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run ends.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if embedded():
         settings.mlruns_dir().mkdir(parents=True, exist_ok=True)
         os.environ[_EMBEDDED_MARK] = uri
@@ -59,13 +63,14 @@ def experiment_id(mlflow_client, name: str) -> str:
 
 
 def artifact_url(run_id: str, local_file: str, artifact_path: str) -> str:
-    """A browser address for a file logged to a run: the tracking server's artifact endpoint,
-    or the local copy's file:// URI in embedded mode."""
+    """A browser address for a file logged to a run: the tracking server's artifact endpoint
+    (without the credentials the tracking URI may hold: the browser asks for them), or the
+    local copy's file:// URI in embedded mode."""
     if embedded():
         return Path(local_file).resolve().as_uri()
     from urllib.parse import quote
 
-    return (f"{tracking_uri().rstrip('/')}/get-artifact?path={quote(f'{artifact_path}/{Path(local_file).name}')}"
+    return (f"{strip_userinfo(tracking_uri()).rstrip('/')}/get-artifact?path={quote(f'{artifact_path}/{Path(local_file).name}')}"
             f"&run_uuid={run_id}")
 
 

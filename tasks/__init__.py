@@ -1,8 +1,31 @@
 """Prefect tasks: each a few lines that call keel/ and return paths, ids and small dicts."""
 
+import functools
+
 from prefect.tasks import exponential_backoff
 
 from keel.errors import KeelError
+from keel.secrets import install_log_redaction, redact_exception
+
+# Workers import the tasks: from here on no log record of this process carries a credential.
+install_log_redaction()
+
+
+def redacted_errors(fn):
+    """Put under @task: an exception leaves the task with its credentials masked (keel.secrets),
+    before Prefect stores its text as the run's state message and logs it. An MLflow error
+    otherwise repeats the tracking URI with its password, an fsspec error the dataset URL."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            redact_exception(exc)
+            raise
+
+    run.__prefect_task_source__ = fn  # Prefect keys the task by this function's code, not the wrapper's
+    return run
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:

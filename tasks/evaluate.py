@@ -6,10 +6,11 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from keel.evaluate import metrics_markdown
 from keel.pipeline import evaluate_stage
 from keel.tracking import artifact_url
-from tasks import REMOTE
+from tasks import REMOTE, redacted_errors
 
 
 @task(name="evaluate", **REMOTE)
+@redacted_errors
 def evaluate_model(run: dict, version: dict, trained: dict) -> dict:
     """Accuracy, macro-F1 and per-class precision/recall for the evaluation split (and test files)."""
     metrics = evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])

@@ -6,10 +6,11 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from keel.pipeline import curate_stage, pending_stage, profile_stage, validate_incoming_stage
-from tasks import REMOTE
+from tasks import REMOTE, redacted_errors
 
 
 @task(name="profile-reference")
+@redacted_errors
 def profile_reference(dataset_config: str, version: dict, out: str | None, epochs: int) -> dict:
     """The inferred suite's path and the registered autoencoder's URI."""
     result = profile_stage(dataset_config, version["version_dir"], out, epochs)
@@ -24,12 +25,14 @@ def profile_reference(dataset_config: str, version: dict, out: str | None, epoch
 
 
 @task(name="pending-batches", **REMOTE)
+@redacted_errors
 def pending_batches(dataset_config: str, input_path: str) -> list[str]:
     """[input_path] for a file; for a landing folder, its files without a validation report."""
     return pending_stage(dataset_config, input_path)
 
 
 @task(name="validate-batch", **REMOTE)
+@redacted_errors
 def validate_batch(dataset_config: str, input_path: str, report_dir: str | None, labels_path: str | None,
                    id_column: str) -> dict:
     """The batch's verdict, exit code and report paths. The report folder is replaced whole, so a retry is safe."""
@@ -48,6 +51,7 @@ def validate_batch(dataset_config: str, input_path: str, report_dir: str | None,
 
 
 @task(name="curate-batch", **REMOTE)
+@redacted_errors
 def curate_batch(dataset_config: str, report_dir: str) -> dict:
     """The new curated dataset version; adding the same clean rows twice adds them once."""
     return curate_stage(dataset_config, report_dir)

@@ -4,11 +4,21 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from keel import tracking
-from keel.predict import resolve_model, score_files
-from tasks import REMOTE, RESUMABLE
+from keel.predict import check_output, resolve_model, score_files
+from tasks import REMOTE, RESUMABLE, redacted_errors
+
+
+@task(name="check-output")
+@redacted_errors
+def check_output_location(input_path: str, output: str, fmt: str) -> str:
+    """The output path, checked before the model is looked up or a row scored: not the input
+    nor inside the input folder, an extension that matches the format, a folder that can be
+    written (a user's mistake fails here at once, never retried)."""
+    return check_output(input_path, output, fmt)[0]
 
 
 @task(name="resolve-model", **REMOTE)
+@redacted_errors
 def resolve_model_version(reference: str) -> dict:
     """NAME, NAME@alias or NAME/version pinned to one version for the whole job."""
     ref = resolve_model(tracking.client(), reference)
@@ -16,6 +26,7 @@ def resolve_model_version(reference: str) -> dict:
 
 
 @task(name="score", **RESUMABLE)
+@redacted_errors
 def score_batch(model: dict, input_path: str, output: str, fmt: str, force: bool, id_column: str) -> dict:
     """The scoring summary. Outputs are written atomically, so a retry is safe."""
     summary = score_files(tracking.client(), f"{model['name']}/{model['version']}", input_path, output,

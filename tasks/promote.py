@@ -5,10 +5,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from keel.pipeline import promote_stage
 from keel.promotion import PromotionPolicy
-from tasks import REMOTE
+from tasks import REMOTE, redacted_errors
 
 
 @task(name="promote", **REMOTE)
+@redacted_errors
 def promote_model(version: dict, registered: dict, metrics: dict, policy: PromotionPolicy) -> dict:
     """The verdict: whether the new version became champion, and why (in words and figures)."""
     verdict = promote_stage(version["version_dir"], registered["name"], registered["version"], metrics, policy)

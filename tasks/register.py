@@ -4,10 +4,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from keel.pipeline import register_stage
-from tasks import REMOTE
+from tasks import REMOTE, redacted_errors
 
 
 @task(name="register", **REMOTE)
+@redacted_errors
 def register_model(run: dict, version: dict, trained: dict, metrics: dict, model_name: str | None = None) -> dict:
     """The registered model name, version number, aliases and URI."""
     registered = register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics, model_name)

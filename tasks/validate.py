@@ -7,9 +7,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from keel.errors import DataValidationError
 from keel.pipeline import validate_stage
+from tasks import redacted_errors
 
 
 @task(name="validate")
+@redacted_errors
 def validate_dataset(dataset_config: str, version: dict) -> dict:
     """The validation summary; raises (failing the flow before training) when an expectation fails."""
     try:
