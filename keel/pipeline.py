@@ -6,10 +6,15 @@ Each stage reads what it needs from disk or MLflow and returns small, JSON-frien
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import shutil
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ from keel import settings, tracking
 from keel.config import AugmentConfig, TrainConfig, load_dataset_config
 from keel.datasets import DatasetVersion, ingest
 from keel.errors import DataValidationError, KeelError
+from keel.secrets import redact
 from keel.validation import ValidationReport, validate_version
 
 
@@ -76,6 +82,65 @@ def checkpoint_dir(dataset: str, version: str, train_config: TrainConfig) -> Pat
     return settings.checkpoints_dir() / dataset / config_key(train_config, version)
 
 
+# Run keys (checkpoint folders) whose training lock this process holds: path -> descriptor;
+# and per key, the thread lock a thread of this process holds while it takes that lock.
+_run_locks: dict[str, int] = {}
+_taking: dict[str, threading.Lock] = {}
+_run_locks_guard = threading.Lock()
+
+
+def hold_run_lock(folder: Path, on_wait: Callable[[str], None] | None = None) -> None:
+    """Takes the exclusive lock of the run key `folder` (an flock on `<folder>.lock` beside it),
+    held until release_run_lock or the process ends; a kill -9 releases it too.
+
+    Another process training the same key holds it from finding its run until the run is
+    registered: then `on_wait` gets one line saying so and this call waits for it. Re-entrant
+    per process (a retried task holds it already)."""
+    path = Path(folder).with_name(Path(folder).name + ".lock")
+    with _run_locks_guard:
+        taking = _taking.setdefault(str(path), threading.Lock())
+    with taking:  # one thread at a time per key: a second one finds it held and returns
+        if str(path) in _run_locks:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                (on_wait or logging.getLogger(__name__).warning)(
+                    f"another identical training ({_lock_holder(descriptor)}) is running; waiting for it to finish")
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        with _run_locks_guard:
+            _run_locks[str(path)] = descriptor
+
+
+def _lock_holder(descriptor: int) -> str:
+    """'pid N' of the process holding the lock file (it writes its pid once it holds it)."""
+    for _ in range(20):
+        text = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return f"pid {text}"
+        time.sleep(0.05)
+    return "pid unknown"
+
+
+def release_run_lock(folder: Path) -> None:
+    """Releases the lock hold_run_lock took (if this process holds it); the lock file stays:
+    removing it could let two processes lock two different files."""
+    path = Path(folder).with_name(Path(folder).name + ".lock")
+    with _run_locks_guard:
+        descriptor = _run_locks.pop(str(path), None)
+    if descriptor is not None:
+        os.ftruncate(descriptor, 0)
+        os.close(descriptor)
+
+
 def experiment_name(dataset: str) -> str:
     """The MLflow experiment that holds a dataset's training runs."""
     return f"keel-{dataset}"
@@ -88,11 +153,17 @@ def prepare_tracking_stage(dataset_config: str) -> str:
     return tracking.experiment_id(tracking.client(), experiment_name(config.name))
 
 
-def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainConfig, fresh: bool = False) -> dict:
-    """An MLflow run for this training: the unfinished one of an interrupted identical run, else a new one."""
+def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainConfig, fresh: bool = False,
+                    on_wait: Callable[[str], None] | None = None) -> dict:
+    """An MLflow run for this training: the unfinished one of an interrupted identical run, else a new one.
+
+    Takes the run key's lock first (hold_run_lock; register_stage releases it): an identical
+    training that is running makes this one wait for it (`on_wait` hears it) and then train in
+    a new run, since the finished run and its checkpoint are gone; one that was killed is resumed."""
     config = load_dataset_config(dataset_config)
     version = DatasetVersion(Path(version_dir))
     folder = checkpoint_dir(config.name, version.id, train_config)
+    hold_run_lock(folder, on_wait)
     if fresh and folder.exists():
         shutil.rmtree(folder)
     client = tracking.client()
@@ -125,7 +196,7 @@ def start_run_stage(dataset_config: str, version_dir: str, train_config: TrainCo
     baselines = [Metric("baseline_1nn_evaluation_accuracy", leak["nn_accuracy"], now, 0),
                  Metric("evaluation_near_copy_share", leak["near_copy_share"], now, 0)] if leak else []
     client.log_batch(run_id, params=_params(train_config, config.name, version.id), metrics=baselines,
-                     tags=[RunTag(k, v) for k, v in tags.items()])
+                     tags=[RunTag(k, redact(v)) for k, v in tags.items()])
     _log_dataset_input(client, run_id, version)
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"run_id": run_id}))
@@ -154,7 +225,7 @@ def _params(train_config: TrainConfig, dataset: str, version: str) -> list:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
-    return [Param(k, str(v)) for k, v in flat.items()]
+    return [Param(k, redact(str(v))) for k, v in flat.items()]  # e.g. --weights may be a URL
 
 
 def _log_dataset_input(client, run_id: str, version: DatasetVersion) -> None:
@@ -362,8 +433,9 @@ def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict
     name = model_name or f"keel-{version.name}"
     client = tracking.client()
     done = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    if done:  # a retry after the version was registered: nothing to do twice
+    if done:  # a retry after the version was registered: nothing to do twice but close the run
         mv = done[0]
+        _close_run(client, run_id, Path(model_path).parent)
         return {"name": name, "version": str(mv.version), "model_uri": f"models:/{name}/{mv.version}",
                 "run_id": run_id, "tags": dict(mv.tags)}
     model, config = load_trained(model_path)
@@ -391,10 +463,16 @@ def register_stage(run_id: str, version_dir: str, model_path: str, metrics: dict
                       description=f"{config['architecture']} on {version.name} {version.id}")
     move_alias(client, name, CHALLENGER, number, current_version(client, name, CHALLENGER),
                "registered", f"new version from run {run_id}")
-    client.set_terminated(run_id, "FINISHED")
-    # The run is complete: its resume state is no longer needed.
-    shutil.rmtree(Path(model_path).parent, ignore_errors=True)
+    _close_run(client, run_id, Path(model_path).parent)
     return {"name": name, "version": number, "model_uri": f"models:/{name}/{number}", "run_id": run_id, "tags": tags}
+
+
+def _close_run(client, run_id: str, folder: Path) -> None:
+    """Marks the run finished, removes its resume state (no longer needed) and releases its run
+    key's lock: an identical training waiting for it now starts a run of its own."""
+    client.set_terminated(run_id, "FINISHED")
+    shutil.rmtree(folder, ignore_errors=True)
+    release_run_lock(folder)
 
 
 def example_paths(version: DatasetVersion, rows: np.ndarray) -> list[str]:

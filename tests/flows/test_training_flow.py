@@ -129,3 +129,64 @@ def test_killed_run_resumes_where_it_stopped(keel_home, tmp_path, sign_mnist_row
     assert client.get_run(run_id).data.tags["keel.resumed"] == "true"
     steps = sorted(m.step for m in client.get_metric_history(run_id, "val_accuracy"))
     assert steps == list(range(1, trained["epochs_run"] + 1))  # each epoch logged once, in one run
+
+
+# A `keel train` process that imports everything first, then waits until files matching a
+# glob exist before it runs the command: it starts with the other one, and its flow reaches
+# the run while the first one trains in it.
+_GATED_TRAIN = """
+import sys, time
+from pathlib import Path
+import great_expectations, torch  # noqa: F401
+import flows.training  # noqa: F401
+from flows.cli import entry
+root, pattern = Path(sys.argv[1]), sys.argv[2]
+while not list(root.glob(pattern)):
+    time.sleep(0.02)
+sys.argv = ["keel", "train", *sys.argv[3:]]
+entry()
+"""
+
+
+def test_identical_trainings_started_together_get_two_runs(keel_home, tmp_path, small_rows):
+    """Two identical `keel train` started at once: the second waits for the first, says so, and
+    then trains in a run of its own (the first's finished run is not resumed)."""
+    csv = tmp_path / "twins.csv"
+    small_rows.to_csv(csv, index=False)
+    config = write_dataset_config(tmp_path, csv, name="twins")
+    from prefect.settings import PREFECT_API_URL
+
+    # One torch thread each: two trainings at once on a small machine.
+    env = {**os.environ, "KEEL_HOME": str(keel_home), "PREFECT_API_URL": PREFECT_API_URL.value() or "",
+           "OMP_NUM_THREADS": "1"}
+    options = ["--dataset-config", str(config), "--time-budget", "0", "--epochs", "2", "--batch-size", "64", "--floor", "0"]
+    checkpoints = keel_home / "data" / "checkpoints"
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    commands = [[sys.executable, "-m", "flows.training", *options],
+                # Released as soon as the first has opened its MLflow run.
+                [sys.executable, "-c", _GATED_TRAIN, str(checkpoints), "twins/*/run.json", *options]]
+    processes = []
+    try:
+        for command, log in zip(commands, logs):
+            with open(log, "wb") as out:
+                processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 300  # ~40 s on an idle 2-core machine; a guard against a hang
+        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+
+    client = tracking.client()
+    runs = client.search_runs([client.get_experiment_by_name("keel-twins").experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert "keel.resumed" not in run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(1, len(steps) + 1)) and steps  # each epoch once
+    versions = client.search_model_versions("name='keel-twins'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    assert f"another identical training (pid {processes[0].pid}) is running; waiting for it to finish" in outputs[1]

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +9,9 @@ import torch
 from keel.config import TrainConfig, load_dataset_config
 from keel.datasets import ingest
 from keel.evaluate import classification_metrics
+from keel.pipeline import hold_run_lock, release_run_lock
 from keel.train import fit, predict_logits, select_precision, training_splits
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -179,3 +185,57 @@ def test_label_smoothing_changes_the_training_loss():
     assert losses[0.0] < 1e-6
     # 0.1 of the target mass spread over 24 classes: 0.1 x 23/24 x 20 = 1.92 above the plain loss.
     assert losses[0.1] == pytest.approx(0.1 * 23 / 24 * 20, abs=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda is right here")
+def test_device_cuda_without_a_gpu_is_a_config_error():
+    from keel.errors import ConfigError
+    from keel.train import select_device
+
+    with pytest.raises(ConfigError, match=r"^--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu"):
+        select_device("cuda")
+    assert select_device("auto") == torch.device("cpu")
+
+
+def test_an_unknown_model_is_a_config_error():
+    from keel.errors import ConfigError
+    from keel.models import build_model
+
+    with pytest.raises(ConfigError, match=r"^unknown model 'resnet9000'; choose one of mlp, cnn, cnn-wide, vgg16, resnet18, "):
+        build_model("resnet9000", 1, 28, 28, 24)
+
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from keel.pipeline import hold_run_lock
+hold_run_lock(Path(sys.argv[1]), on_wait=lambda line: print(line, flush=True))
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_run_lock_makes_an_identical_training_wait_and_a_killed_one_lets_go(tmp_path):
+    folder = tmp_path / "checkpoints" / "twins" / "0123456789abcdef"
+    heard = []
+    hold_run_lock(folder, on_wait=heard.append)
+    hold_run_lock(folder, on_wait=heard.append)  # a retried task in the same process: held already
+    assert heard == []
+    other = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == (
+            f"another identical training (pid {os.getpid()}) is running; waiting for it to finish")
+        release_run_lock(folder)
+        assert other.stdout.readline().strip() == "held"
+        other.kill()  # kill -9 while it holds the lock: the lock dies with it
+        other.wait(timeout=30)
+        hold_run_lock(folder, on_wait=heard.append)
+        assert heard == []
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+        other.stdout.close()
+        other.stdin.close()
+        release_run_lock(folder)
