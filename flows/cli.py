@@ -11,7 +11,7 @@ import traceback
 from flows.prefect_api import TemporaryPrefectAPI, flush_prefect_workers
 from keel.config import BACKBONES, PIXEL_MODELS
 from keel.errors import DataValidationError, KeelError
-from keel.secrets import install_log_redaction, redact
+from keel.secrets import install_log_redaction, redact, refuse_credentials
 
 TRAIN_FIELDS = ["model", "backbone", "weights", "image_size", "head_epochs", "fine_tune_lr_factor", "unfreeze", "workers",
                 "epochs", "time_budget", "batch_size", "learning_rate", "label_smoothing", "patience", "seed", "device",
@@ -67,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help="a CSV (gz or not) or parquet file, or a folder of them; "
                          "for an image model a photo or a folder of photos (rows keyed by relative path)")
     predict.add_argument("--output", required=True, help="the predictions file to write")
-    predict.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+    predict.add_argument("--format", choices=["parquet", "csv", "jsonl"], default=None,
+                         help="output format; by default the one --output's extension names (.parquet/.pq, "
+                         ".csv, .jsonl/.json/.ndjson; a final .gz writes gzip, not for parquet), else parquet. "
+                         "A known extension that contradicts --format is refused")
     predict.add_argument("--id-column", default="id", help="column that identifies rows (row numbers when absent)")
     predict.add_argument("--force", action="store_true", help="recompute even if this input was scored by this model version")
 
@@ -77,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     _dataset_options(validate)
     validate.add_argument("--input", required=True, help="the landed file: CSV (gz or not), parquet, or IDX images")
     validate.add_argument("--labels", default=None, help="IDX labels file that goes with --input")
-    validate.add_argument("--report", default=None, help="report folder (default reports/validation/<dataset>/incoming/<file>-<sha>)")
+    validate.add_argument("--report", default=None, help="report folder (default reports/validation/<dataset>/incoming/<file>-<sha>); "
+                          "an existing folder must be empty or an earlier Keel report (marked .keel-report), which is replaced")
     validate.add_argument("--id-column", default="id", help="column that identifies rows, when present")
     validate.add_argument("--curate", action="store_true",
                           help="add the clean rows of an accepted batch to the curated training data (a new dataset version)")
@@ -204,14 +208,18 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-
+    # Checked before a flow run exists: Prefect stores a run's parameters in its database.
+    refuse_credentials(args.input, "--input")
+    refuse_credentials(args.output, "--output")
     api = TemporaryPrefectAPI().start()
     try:
         from flows.batch_predict import batch_predict_flow
+        from keel.predict import format_of
 
+        fmt = args.format or format_of(args.output) or "parquet"  # the name's format unless --format says
         with api.serving():
             result = batch_predict_flow(model=args.model, input_path=args.input, output=args.output,
-                                        format=args.format, force=args.force, id_column=args.id_column)
+                                        format=fmt, force=args.force, id_column=args.id_column)
     finally:
         api.stop()
     print(result["text"])
@@ -220,6 +228,8 @@ def _predict(args) -> int:
 
 def _validate(args) -> int:
     dataset_config = _dataset_config(args)
+    refuse_credentials(args.input, "--input")
+    refuse_credentials(args.labels, "--labels")
     api = TemporaryPrefectAPI().start()
     try:
         from flows.validate_incoming import validate_incoming_flow

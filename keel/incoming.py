@@ -9,7 +9,9 @@ appears whole (built beside it, then renamed):
 - ``quarantine.csv``: one row per problem (row, line, id, column, value, expectation, rule);
 - ``quarantined_rows.csv``: the quarantined rows as they were read, to fix and send again;
 - ``clean.parquet``: the rows that passed, only when the batch is accepted;
-- ``anomalies.png``: the images with the highest anomaly scores.
+- ``anomalies.png``: the images with the highest anomaly scores;
+- ``.keel-report``: the marker that says Keel wrote the folder: an existing folder is replaced
+  only when it is such a report (or empty); any other is refused, never deleted.
 
 The input file is never modified. `curate_batch` adds an accepted batch's clean rows to the
 dataset's curated training data, which the next ingest folds into a new dataset version.
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +37,9 @@ from keel.datasets import (
     ParsedTable, curated_manifest, ingest, parse_idx_array, parse_idx_pair, parse_pixel_csv,
     parse_pixel_parquet,
 )
-from keel.errors import DatasetError, KeelError
-from keel.io import atomic_path, decompress, folder_lock, read_bytes, replace_dir, sha256_hex
+from keel.errors import DatasetError, KeelError, OutputError
+from keel.io import (atomic_path, decompress, ensure_writable_folder, folder_lock, read_bytes, replace_dir, sha256_hex,
+                     temporary_beside, writing_into)
 from keel.suite import Suite, load_suite
 from keel.validation import Failure, class_table, failures_of, run_suites, schema_table
 
@@ -160,7 +161,9 @@ def read_batch(config: DatasetConfig, input_path: str, labels_path: str | None, 
     text = decompress(input_path, data)
     if text[:4] == b"PAR1":
         return parse_pixel_parquet(input_path, text, config, "incoming", id_column), sha, "parquet"
-    if len(text) >= 4 and text[:3] == b"\x00\x00\x08" and text[3] in (1, 3):
+    # IDX by its magic: two zero bytes (no CSV starts so), then the element type; the parser
+    # names what is wrong with a header that cannot describe the file.
+    if len(text) >= 4 and text[:2] == b"\x00\x00":
         images = parse_idx_array(input_path, text)
         if labels_path:
             labels = parse_idx_array(labels_path, decompress(labels_path, read_bytes(labels_path)))
@@ -178,8 +181,13 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
     """Validates one landed file; writes the report folder; never modifies the input."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if report_dir:
+        check_report_dir(Path(report_dir))  # before any work
     suite = suite or load_suite(config)
     parsed, sha, fmt = read_batch(config, input_path, labels_path, id_column)
+    final = Path(report_dir) if report_dir else default_report_dir(config, input_path, sha)
+    if not report_dir:
+        check_report_dir(final)  # before the checks
     timings["read"] = time.perf_counter() - started
 
     tick = time.perf_counter()
@@ -222,10 +230,10 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
             drift_rows = [{k: (bool(v) if k == "drifted" else v) for k, v in row.items()} for row in drift.to_dict("records")]
     timings["prepare"] = time.perf_counter() - tick
 
-    final = Path(report_dir) if report_dir else default_report_dir(config, input_path, sha)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    # Built beside the final folder (a dead writer's leftovers removed first), then put in its
+    # place whole; a full disk names the folder instead of failing as an outage to retry.
+    with (writing_into(final.parent, "free space there or pass --report a folder on another disk"),
+          temporary_beside(final, directory=True) as staged):
         run = run_suites(tables, {t: suite.expectations(t, available) for t in tables},
                          f"{config.name}-{sha[:12]}", staged / "docs")
         timings["gx"] = run.seconds
@@ -252,11 +260,46 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
         timings["write"] = time.perf_counter() - tick
         with atomic_path(staged / "report.json") as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        (staged / REPORT_MARKER).write_text(MARKER_TEXT)
+        check_report_dir(final)  # again: nothing else may have taken the folder meanwhile
         replace_dir(staged, final)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return result
+
+
+# Every report folder Keel writes holds this file; only such a folder (or an empty one, or one
+# Keel wrote before it marked its reports: `LEGACY_REPORT_NAMES` and a report.json) is replaced.
+REPORT_MARKER = ".keel-report"
+MARKER_TEXT = ("This folder is a validation report written by `keel validate`; validating into it again "
+               "replaces it whole.\n")
+LEGACY_REPORT_NAMES = {"report.json", "report.md", "docs", "quarantine.csv", "quarantined_rows.csv", "clean.parquet",
+                       "anomalies.png"}
+
+
+def is_keel_report(folder: Path) -> bool:
+    """Whether `folder` is a report Keel wrote (its marker, or exactly a pre-marker report's files)."""
+    folder = Path(folder)
+    if (folder / REPORT_MARKER).is_file():
+        return True
+    names = {p.name for p in folder.iterdir()}
+    if "report.json" not in names or not names <= LEGACY_REPORT_NAMES:
+        return False
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"dataset", "input_sha256", "verdict", "suite"} <= set(report)
+
+
+def check_report_dir(final: Path) -> None:
+    """Refuses a report folder whose writing would delete data Keel did not write (an existing
+    folder that is neither empty nor a Keel report, or a file), or that cannot be written."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"{final}: is a file, not a report folder; pass --report a new folder or a previous Keel report")
+    if final.is_dir() and any(final.iterdir()) and not is_keel_report(final):
+        raise OutputError(f"{final}: the folder exists and is not a Keel report (no {REPORT_MARKER} file), so writing "
+                          "the report would delete what it holds; pass --report a new or empty folder")
+    ensure_writable_folder(final.parent, "pass --report a folder you can write to")
 
 
 def _rejections(failures: list[Failure], quarantined: int, rows: int, config: DatasetConfig, schema_ok: bool) -> list[str]:

@@ -84,3 +84,15 @@ def test_a_landing_folder_validates_each_new_file_once(tmp_path, keel_home):
     assert verdicts == {"good": "accepted", "bad": "accepted with quarantine"}
     assert main(["validate", "--dataset-config", SIGN_MNIST, "--input", str(landing)]) == 0  # nothing new
     assert len(list(reports.glob("*/report.json"))) == 2
+
+
+def test_a_report_folder_that_is_not_a_keel_report_exits_2_and_is_kept(tmp_path, keel_home, capsys):
+    """`keel validate --report EXISTING_DIR` used to delete what the folder held."""
+    clean = tmp_path / "clean.csv"
+    clean_batch().head(100).to_csv(clean, index=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("two years of work")
+    assert main(["validate", "--dataset-config", SIGN_MNIST, "--input", str(clean), "--report", str(mine)]) == 2
+    assert "is not a Keel report" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "two years of work"

@@ -141,3 +141,64 @@ def _csv(folder, frame):
     path = folder / "base.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+# --------------------------------------------------------------------------- report folders: never destroy user data
+
+
+def test_an_existing_folder_that_is_not_a_keel_report_is_refused_and_kept(tmp_path, config):
+    import subprocess
+
+    from keel.errors import OutputError
+
+    path = tmp_path / "clean.csv"
+    clean_batch().to_csv(path, index=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(OutputError, match=rf"{mine}: the folder exists and is not a Keel report.*--report"):
+        validate_batch(config, str(path), mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
+    (tmp_path / "a-file").write_text("mine too")
+    with pytest.raises(OutputError, match=r"a-file: is a file, not a report folder"):
+        validate_batch(config, str(path), tmp_path / "a-file")
+
+    # An empty folder holds nothing to lose; a dead writer's staging folder beside it is removed.
+    report = tmp_path / "report"
+    report.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    abandoned = tmp_path / f".report.{gone.pid}.0badf00d.tmp"
+    (abandoned / "docs").mkdir(parents=True)
+    validate_batch(config, str(path), report)
+    assert (report / ".keel-report").is_file() and (report / "report.json").is_file()
+    assert not abandoned.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "clean.csv", "mine", "report"]
+    # A report written before Keel marked its reports is recognised by its contents and replaced.
+    (report / ".keel-report").unlink()
+    assert validate_batch(config, str(path), report).verdict == "accepted"
+    assert (report / ".keel-report").is_file()
+
+
+def test_a_report_folder_that_cannot_be_written_fails_before_any_work(tmp_path, config):
+    """Checked before the input is even read (it does not exist here)."""
+    from keel.errors import OutputError
+    from tests.filesystems import read_only_folder
+
+    (tmp_path / "a-file").write_text("not a folder")
+    with read_only_folder(tmp_path / "ro") as ro:
+        for report, folder in ((ro / "report", ro), (ro / "new" / "report", ro / "new"),
+                               (tmp_path / "a-file" / "x" / "report", tmp_path / "a-file" / "x")):
+            with pytest.raises(OutputError, match=rf"{folder}: .*pass --report a folder you can write to"):
+                validate_batch(config, str(tmp_path / "missing.csv"), report)
+
+
+def test_a_full_disk_while_writing_the_report_is_an_output_error_naming_the_folder(tmp_path, config):
+    from keel.errors import OutputError
+    from tests.filesystems import full_folder
+
+    path = tmp_path / "clean.csv"
+    clean_batch().to_csv(path, index=False)
+    with full_folder(tmp_path / "full") as full:
+        with pytest.raises(OutputError, match=rf"{full}: the disk is full"):
+            validate_batch(config, str(path), full / "report")
+        assert sorted(p.name for p in full.iterdir()) == ["filler"]
