@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from keel import settings
 from keel.config import DatasetConfig, SourceFile
 from keel.errors import DatasetError
 from keel.io import atomic_dir, decompress, read_bytes, verify_sha256
+from keel.secrets import redact
 from keel.splits import GROUPING_FORMAT, holdout, plan_split
 
 INGEST_FORMAT = 3  # bump when the stored layout changes, so old versions are not reused
@@ -62,6 +64,29 @@ class ParsedTable:
 def _first_line(text: bytes) -> str:
     end = text.find(b"\n")
     return (text if end < 0 else text[:end]).decode("utf-8", errors="replace").strip()
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def strip_bom(data: bytes) -> bytes:
+    """A CSV's bytes (decompressed) without the UTF-8 byte-order mark that Excel's "CSV UTF-8"
+    and PowerShell write before the header; every CSV reader calls this first, so the first
+    column reads as `label`, not `\\ufefflabel`."""
+    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+
+
+def check_unique_columns(url: str, names: list[str]) -> None:
+    """Raises DatasetError when the header `names` holds a column name more than once (Arrow
+    keeps both, and neither can then be read by name)."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(names, start=1):
+        positions.setdefault(name, []).append(number)
+    repeated = {name: at for name, at in positions.items() if len(at) > 1}
+    if repeated:
+        listed = " and ".join(f"{name!r} (columns {', '.join(map(str, at[:-1]))} and {at[-1]})" for name, at in repeated.items())
+        raise DatasetError(f"{url}: the header repeats column{'s' if len(repeated) > 1 else ''} {listed}; "
+                           "rename or remove the extra column so that every column name appears once")
 
 
 def read_csv_table(url: str, data: bytes, column_types: dict | None = None) -> tuple[pa.Table, list[dict]]:
@@ -102,9 +127,11 @@ def data_lines(data: bytes, skipped: list[dict], n_rows: int) -> np.ndarray:
 def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "train",
                     id_column: str | None = None) -> ParsedTable:
     """The rows of a `label,pixel1..pixelN` CSV (already decompressed) with their profile."""
+    data = strip_bom(data)
     if not data.strip():
         return ParsedTable([], pd.Series([], dtype=object), None, _empty_profile())
     header = [c.strip() for c in _first_line(data).split(",")]
+    check_unique_columns(url, header)
     pixel_names = [c for c in header if c not in (config.label_column, config.group_column, id_column)]
     # Fast path: every pixel column as int16. A text or fractional value makes pyarrow refuse,
     # and the general path below finds and reports it.
@@ -297,20 +324,40 @@ def _empty_profile() -> pd.DataFrame:
 # --------------------------------------------------------------------------- IDX
 
 _IDX_TYPES = {0x08: np.uint8}
+# Every element type the IDX format defines (signed byte, short, int, float, double besides 0x08).
+_IDX_KNOWN_TYPES = {0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E}
+_IDX_MAX_DIMS = 4  # labels 1, grey images 3, colour images 4
 
 
 def parse_idx_array(url: str, data: bytes) -> np.ndarray:
-    """An IDX file (MNIST's format, decompressed) as a numpy array."""
+    """An IDX file (MNIST's format, decompressed) as a numpy array; a header that cannot
+    describe the file (element type, dimension count, sizes against the length) is a DatasetError."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DatasetError(f"{url}: not an IDX file (bad magic number); point labels_path/path at MNIST-style idx files")
     dtype, ndim = data[2], data[3]
+    if dtype not in _IDX_KNOWN_TYPES:
+        raise DatasetError(f"{url}: the IDX header's element type 0x{dtype:02x} is not an IDX type; "
+                           "the file is corrupt or not IDX, so copy it again")
     if dtype not in _IDX_TYPES:
         raise DatasetError(f"{url}: IDX element type 0x{dtype:02x} is not supported (only unsigned bytes, 0x08)")
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=_IDX_TYPES[dtype], offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DatasetError(f"{url}: IDX header says {dims} but the file holds {body.size} values; the file is truncated")
-    return body.reshape(dims)
+    if not 1 <= ndim <= _IDX_MAX_DIMS:
+        raise DatasetError(f"{url}: the IDX header says {ndim} dimensions (IDX files have 1 to {_IDX_MAX_DIMS}); "
+                           "the file is corrupt or not IDX, so copy it again")
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise DatasetError(f"{url}: the IDX header is cut short: {ndim} dimensions need {offset} header bytes, "
+                           f"the file has {len(data)}; the file is truncated, so copy it again")
+    dims = struct.unpack(f">{ndim}I", data[4:offset])
+    expected = math.prod(dims)  # Python integers: four sizes of up to 2**32 - 1 do not overflow
+    values = len(data) - offset  # one byte per value: unsigned bytes are the only type read
+    if values < expected:
+        raise DatasetError(f"{url}: the IDX header says shape {dims} ({expected} values) but the file holds {values}; "
+                           "the file is truncated, so copy it again")
+    if values > expected:
+        extra = values - expected
+        raise DatasetError(f"{url}: the file holds {extra} byte{'s' if extra > 1 else ''} more than the {expected} values of "
+                           f"the shape {dims} its IDX header says; the header or the file is corrupt, so copy it again")
+    return np.frombuffer(data, dtype=_IDX_TYPES[dtype], offset=offset).reshape(dims)
 
 
 def parse_idx_pair(url: str, images: np.ndarray, labels: np.ndarray, labels_url: str,
@@ -466,6 +513,7 @@ def ingest(config: DatasetConfig, root: Path | None = None) -> IngestResult:
             raise DatasetError(f"{url}: line {first.get('line', '?')} has {first['fields']} fields but the header has "
                                f"{first['expected']} ({len(table.skipped)} such lines); fix or remove them")
         table.profile["source"] = digest["sha256"][:12]
+        table.profile["file"] = source_name(url)
         tables.append(table)
 
     profile = pd.concat([t.profile for t in tables], ignore_index=True) if tables else _empty_profile()
@@ -511,14 +559,15 @@ def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], 
         "created": dt.datetime.now(dt.timezone.utc).isoformat(),
         "format": config.format,
         "sources": [
-            {"split": h["split"], "path": config.resolve(s.path), "sha256": h["sha256"],
-             "labels_path": config.resolve(s.labels_path) if s.labels_path else None,
+            # Named without credentials (a URL's password, a signed query): the sha256 identifies the content.
+            {"split": h["split"], "path": redact(config.resolve(s.path)), "sha256": h["sha256"],
+             "labels_path": redact(config.resolve(s.labels_path)) if s.labels_path else None,
              "labels_sha256": h["labels_sha256"]}
             for h, (_, s, _, _) in zip(hashes, raw)
         ],
         "header": tables[0].header if tables else [],
         "non_integer_columns": {c: k for t in tables for c, k in t.kinds.items()},
-        "headers_differ": [Path(config.resolve(s.path)).name for t, (_, s, _, _) in zip(tables, raw) if t.header != tables[0].header],
+        "headers_differ": [source_name(config.resolve(s.path)) for t, (_, s, _, _) in zip(tables, raw) if t.header != tables[0].header],
         "rows": int(len(profile)),
         "image": shape.model_dump(),
         "label_column": config.label_column,
@@ -531,6 +580,16 @@ def _write_version(tmp: Path, config: DatasetConfig, tables: list[ParsedTable], 
         "images_missing_reason": reason,
         **split_info,
     }
+
+
+def source_name(url: str) -> str:
+    """How a stored version names a source file: its name, without a URL's query (which may
+    carry a signature or token) or credentials."""
+    if "://" in url:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(url).path
+    return Path(url).name
 
 
 def curated_manifest(dataset: str) -> Path:

@@ -9,6 +9,14 @@ shorter side is resized to the stored size and the centre cropped, and the versi
 like any other: images.npy (N, H, W, C uint8), labels and split indices, a per-file
 profile.parquet and quarantine.csv. The version id is the hash of every file's path and
 content plus the settings, so a re-run on unchanged folders decodes nothing.
+
+Photos are listed by `keel.io.find_visible` (the listing `keel predict` uses too): hidden names
+(dotfiles, `._*`, Keel's `.*.tmp`, .DS_Store, Thumbs.db; see `keel.io.is_hidden`) are skipped
+and counted in the version's meta (`hidden_skipped`, `hidden_files`); symbolic links are not
+followed out of the dataset root and folder links are not followed at all, each such entry
+quarantined with its reason. A link to a photo inside the root is read like the photo, so it is
+a duplicate (`duplicate_of`, and `duplicate_across_splits` when it crosses splits) like any
+copy. A split folder that is a link is an error.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import pandas as pd
 
 from keel.config import DatasetConfig
 from keel.errors import DatasetError
-from keel.io import find_visible
+from keel.io import FOLDER_LINK, find_visible, list_folder
 
 SPLIT_FOLDERS = {
     "train": ("train", "training"),
@@ -52,9 +60,20 @@ def _filesystem(config: DatasetConfig):
     return fs, root.rstrip("/")
 
 
-def _subfolders(fs, path: str) -> dict[str, str]:
-    return {PurePosixPath(p).name: p for p in fs.ls(path, detail=False)
-            if fs.isdir(p) and not PurePosixPath(p).name.startswith(".")}
+def _subfolders(fs, path: str, root: str | None = None) -> dict[str, str]:
+    """name -> path of the visible subfolders of `path` that are not symbolic links."""
+    return {PurePosixPath(p).name: p for p in list_folder(fs, path, root).folders}
+
+
+def _folder_links(fs, path: str, root: str | None = None) -> dict[str, str]:
+    """name -> path of the symbolic links to folders in `path` (not followed)."""
+    return {PurePosixPath(p).name: p for p, reason in list_folder(fs, path, root).quarantined.items()
+            if reason.startswith(FOLDER_LINK)}
+
+
+def _split_link_error(root: str, path: str) -> DatasetError:
+    return DatasetError(f"{path}: this split folder is a symbolic link and Keel does not follow folder links; "
+                        f"move or copy the folder itself into {root}")
 
 
 def split_folders(config: DatasetConfig) -> dict[str, str] | None:
@@ -62,6 +81,10 @@ def split_folders(config: DatasetConfig) -> dict[str, str] | None:
     fs, root = _filesystem(config)
     subfolders = _subfolders(fs, root)
     named = config.image_folder.splits
+    links = _folder_links(fs, root)
+    for name in named.values() if named else [n for names in SPLIT_FOLDERS.values() for n in names]:
+        if name in links:
+            raise _split_link_error(root, links[name])
     if named:
         missing = [f"{split}: {name}" for split, name in named.items() if name not in subfolders]
         if missing:
@@ -93,22 +116,37 @@ class ImageFile:
     class_name: str
     relpath: str
     url: str
+    reason: str | None = None  # set: refused by the listing (a link out of the dataset, a folder link...)
 
 
-def scan(config: DatasetConfig) -> list[ImageFile]:
-    """Every visible file under the class folders, in a stable order."""
+def scan(config: DatasetConfig) -> tuple[list[ImageFile], list[str]]:
+    """(every visible file under the class folders in a stable order, including the entries the
+    listing refused with their reason; the hidden files and folders skipped, relative to the root)."""
     fs, root = _filesystem(config)
     folders = split_folders(config) or {"pool": root}
     remote = "://" in config.resolve(config.image_folder.root)
-    files = []
+    files, hidden = [], []
+
+    def add(split, class_name, path, reason=None):
+        relpath = str(PurePosixPath(path).relative_to(root))
+        files.append(ImageFile(split, class_name, relpath, fs.unstrip_protocol(path) if remote else path, reason))
+
     for split, folder in folders.items():
-        for class_name, class_dir in sorted(_subfolders(fs, folder).items()):
-            for path in find_visible(fs, class_dir):
-                relpath = str(PurePosixPath(path).relative_to(root))
-                files.append(ImageFile(split, class_name, relpath, fs.unstrip_protocol(path) if remote else path))
+        level = list_folder(fs, folder, root)
+        hidden += level.hidden
+        links = {p: r for p, r in level.quarantined.items() if r.startswith(FOLDER_LINK)}
+        for class_dir in sorted([*level.folders, *links]):
+            class_name = PurePosixPath(class_dir).name
+            if class_dir in links:  # a class folder that is a link: one entry, not followed
+                add(split, class_name, class_dir, links[class_dir])
+                continue
+            listing = find_visible(fs, class_dir, root)
+            hidden += listing.hidden
+            for path in sorted([*listing.files, *listing.quarantined]):
+                add(split, class_name, path, listing.quarantined.get(path))
     if not files:
         raise DatasetError(f"{root}: no files under its class folders")
-    return files
+    return files, sorted(str(PurePosixPath(p).relative_to(root)) for p in hidden)
 
 
 @dataclass
@@ -187,11 +225,12 @@ def ingest_image_folder(config: DatasetConfig, root):
     from keel.io import atomic_dir, read_bytes, sha256_hex
     from keel.splits import GROUPING_FORMAT, plan_split
 
-    files = scan(config)
+    files, hidden = scan(config)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        blobs = list(pool.map(lambda f: read_bytes(f.url), files))
-    hashes = [sha256_hex(b) for b in blobs]
-    listing = [[f.split, f.class_name, f.relpath, h] for f, h in zip(files, hashes)]
+        blobs = list(pool.map(lambda f: b"" if f.reason else read_bytes(f.url), files))
+    hashes = ["" if f.reason else sha256_hex(b) for f, b in zip(files, blobs)]
+    listing = [[f.split, f.class_name, f.relpath, h, f.reason] if f.reason else [f.split, f.class_name, f.relpath, h]
+               for f, h in zip(files, hashes)]
     content = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     key = {"ingest_format": INGEST_FORMAT, "format": config.format, "files": content,
            "image": config.image.model_dump(), "image_folder": config.image_folder.model_dump(),
@@ -208,6 +247,8 @@ def ingest_image_folder(config: DatasetConfig, root):
 
     def one(item):
         file, data = item
+        if file.reason:
+            return Decoded(None, reason=file.reason)
         if file.class_name not in label_of:
             return Decoded(None, reason=f"class folder '{file.class_name}' is not one of the dataset's classes "
                                         f"({', '.join(config.class_names)})")
@@ -253,6 +294,7 @@ def ingest_image_folder(config: DatasetConfig, root):
             "header": [], "non_integer_columns": {}, "headers_differ": [],
             "rows": int(len(stored)), "files": int(len(profile)), "quarantined": int((~kept).sum()),
             "converted": int((profile["notes"] != "").sum()),
+            "hidden_skipped": len(hidden), "hidden_files": hidden[:100],
             "image": shape.model_dump(), "label_column": config.label_column,
             "labels": config.labels, "class_names": config.class_names,
             "evaluation_split": config.evaluation_split.model_dump(), "curated_batches": [],
@@ -287,6 +329,7 @@ def _mark_duplicates(profile: pd.DataFrame) -> None:
     """`duplicate_of`: the first file with the same content; `duplicate_across_splits`: the
     same content in two splits (an evaluation image the model trained on)."""
     first = profile.groupby("sha256")["file"].transform("first")
-    profile["duplicate_of"] = np.where(first != profile["file"], first, "")
+    read = profile["sha256"] != ""  # entries the listing refused were never read
+    profile["duplicate_of"] = np.where((first != profile["file"]) & read, first, "")
     splits = profile[profile["status"] == "ok"].groupby("sha256")["split"].nunique()
     profile["duplicate_across_splits"] = profile["sha256"].map(splits).fillna(1).astype(int) > 1

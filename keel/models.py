@@ -130,5 +130,8 @@ def build_model(name: str, channels: int, height: int, width: int, n_classes: in
     try:
         factory = ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown model '{name}'; choose one of {', '.join(ARCHITECTURES)}") from None
+        from keel.config import BACKBONES
+        from keel.errors import ConfigError
+
+        raise ConfigError(f"unknown model '{name}'; choose one of {', '.join([*ARCHITECTURES, *BACKBONES])}") from None
     return factory(channels, height, width, n_classes)

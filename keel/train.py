@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from keel.augment import augment_batch
 from keel.config import TrainConfig
 from keel.datasets import DatasetVersion, class_indices, group_holdout
+from keel.errors import ConfigError
 from keel.io import atomic_path
 from keel.models import build_model
 
@@ -33,7 +34,7 @@ def select_device(preference: str = "auto") -> torch.device:
     """CUDA when asked for or available, else the CPU."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible; use --device auto or cpu")
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
         return torch.device("cuda")
     return torch.device("cpu")
 

@@ -27,6 +27,7 @@ from torch import nn
 from keel import settings
 from keel.config import BACKBONES, TrainConfig
 from keel.datasets import DatasetVersion, class_indices, group_holdout
+from keel.errors import ConfigError
 from keel.io import atomic_path
 from keel.train import TrainResult
 
@@ -77,7 +78,7 @@ def torchvision_backbone(name: str) -> nn.Module:
     import torchvision
 
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+        raise ConfigError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
     return getattr(torchvision.models, name)(weights=None)
 
 
@@ -97,10 +98,18 @@ def pretrained_weights(name: str, weights: str | None) -> tuple[dict | None, str
     if path is None:
         return None, "none"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: weights file not found; pass a local .pth file or leave --weights out")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise ConfigError(f"{path}: weights file not found; pass a local .pth file or leave --weights out")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, EOFError, RuntimeError (zip) ... with pages of advice
+        state, reason = None, "the file is empty" if path.stat().st_size == 0 else type(exc).__name__
+    else:
+        reason = f"it holds a {type(state).__name__}, not a dict of tensors"
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a PyTorch weights file ({reason}); pass a .pth state dict of {name} "
+                          "(torch.save(model.state_dict(), path)) with --weights, or --weights none to start from scratch")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return state, f"{'file' if weights else 'torch-cache'}:{path.name}@{digest}"
 
@@ -110,9 +119,23 @@ def build_transfer(backbone: str, n_classes: int, image_size: int, weights: str 
     network = torchvision_backbone(backbone)
     state, source = pretrained_weights(backbone, weights) if weights != "none" else (None, "none")
     if state is not None:
-        network.load_state_dict(state)
+        try:
+            network.load_state_dict(state)
+        except RuntimeError:
+            raise ConfigError(f"{weights or cached_weights_path(backbone)}: these weights do not fit {backbone} "
+                              f"({_misfit(network.state_dict(), state)}); pass weights saved from a {backbone} with "
+                              "--weights, or --weights none to start from scratch") from None
     in_features = _cut_head(network)
     return TransferNet(network, in_features, n_classes, image_size), source
+
+
+def _misfit(expected: dict, given: dict) -> str:
+    """How a state dict differs from the one a network expects, counted."""
+    missing = sum(key not in given for key in expected)
+    unknown = sum(key not in expected for key in given)
+    reshaped = sum(key in given and tuple(getattr(given[key], "shape", ())) != tuple(value.shape)
+                   for key, value in expected.items())
+    return f"{missing} of its {len(expected)} tensors missing, {unknown} unknown, {reshaped} of another shape"
 
 
 def from_registered(model_uri: str, n_classes: int, image_size: int) -> tuple[TransferNet, dict]:
@@ -121,8 +144,8 @@ def from_registered(model_uri: str, n_classes: int, image_size: int) -> tuple[Tr
 
     classifier = load_registered(model_uri)
     if classifier.config.get("architecture") != "transfer":
-        raise ValueError(f"{model_uri} is a {classifier.config.get('architecture')} pixel model; only image models "
-                         "trained by Keel on image folders can serve as backbones")
+        raise ConfigError(f"{model_uri} is a {classifier.config.get('architecture')} pixel model; only image models "
+                          "trained by Keel on image folders can serve as backbones")
     parent: TransferNet = copy.deepcopy(classifier.model).cpu().float()
     net = TransferNet(parent.features, parent.head.in_features, n_classes, image_size)
     return net, classifier.config["build"]

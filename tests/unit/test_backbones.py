@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 
+from keel.errors import ConfigError
 from keel.transfer import BACKBONES, build_transfer, cached_weights_path
 
 
@@ -47,8 +48,24 @@ def test_every_backbone_gets_a_new_head(name):
 
 
 def test_a_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.pth: weights file not found; pass a local \.pth file or leave --weights out"):
         build_transfer("resnet18", 6, 64, weights=str(tmp_path / "nope.pth"))
+
+
+def test_a_weights_file_that_is_not_weights_or_not_for_the_backbone_is_a_clear_error(tmp_path):
+    junk = tmp_path / "notes.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match=r"notes\.pth: not a PyTorch weights file \(.+\); pass a \.pth state dict"):
+        build_transfer("resnet18", 6, 64, weights=str(junk))
+    _, other = _saved_weights(tmp_path)  # mobilenet_v3_small's weights offered to resnet18
+    with pytest.raises(ConfigError, match=r"mobilenet_v3_small-weights\.pth: these weights do not fit resnet18 \(.+\); "
+                                          r"pass weights saved from a resnet18"):
+        build_transfer("resnet18", 6, 64, weights=str(other))
+
+
+def test_an_unknown_backbone_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^unknown backbone 'resnet9000'; choose one of vgg16, resnet18"):
+        build_transfer("resnet9000", 6, 64, weights="none")
 
 
 def test_an_interrupted_fine_tuning_resumes_after_its_last_checkpoint(tmp_path, keel_home):

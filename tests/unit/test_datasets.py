@@ -111,3 +111,108 @@ def test_idx_shape_mismatch_names_the_file(tmp_path):
                       "image: {height: 28, width: 28}\nclasses: [a, b]\n")
     with pytest.raises(DatasetError, match=r"img\.gz: images are \(10, 10\)"):
         ingest(load_dataset_config(config), root=tmp_path / "v")
+
+
+# --------------------------------------------------------------------------- bad input files: one sentence, never a traceback
+
+
+def _bom_csv(path, rows):
+    """`rows` as Excel's "CSV UTF-8" writes them: a byte-order mark before the header."""
+    path.write_bytes(b"\xef\xbb\xbf" + rows.to_csv(index=False).encode())
+    return path
+
+
+def test_a_byte_order_mark_is_accepted_by_every_csv_reader(tmp_path, small_rows):
+    from keel.incoming import read_batch
+    from keel.predict import read_table
+
+    plain, bom = tmp_path / "plain.csv", _bom_csv(tmp_path / "bom.csv", small_rows)
+    small_rows.to_csv(plain, index=False)
+    expected = ingest(load_dataset_config(write_dataset_config(tmp_path, plain, name="a")), root=tmp_path / "v").version
+    config = load_dataset_config(write_dataset_config(tmp_path, bom, name="b"))
+    version = ingest(config, root=tmp_path / "v").version  # keel train
+    assert version.meta["header"][0] == "label"
+    np.testing.assert_array_equal(version.images(), expected.images())
+    np.testing.assert_array_equal(version.labels(), expected.labels())
+    parsed, _, fmt = read_batch(config, str(bom), None, "id")  # keel validate
+    assert fmt == "csv" and parsed.header[0] == "label" and parsed.pixels is not None
+    assert read_table(str(bom), bom.read_bytes()).column_names[0] == "label"  # keel predict
+
+
+@pytest.mark.parametrize("column", ["pixel5", "label"])
+def test_a_repeated_header_column_names_the_file_and_the_column(tmp_path, small_rows, column):
+    from keel.incoming import read_batch
+    from keel.predict import read_table
+
+    text = small_rows.to_csv(index=False).splitlines()
+    header = text[0].split(",")
+    header[header.index(column) + 1] = column  # pixel6 (or pixel1) renamed to a second pixel5 (label)
+    csv = tmp_path / "dup.csv"
+    csv.write_text("\n".join([",".join(header), *text[1:]]) + "\n")
+    config = load_dataset_config(write_dataset_config(tmp_path, csv))
+    message = rf"dup\.csv: the header repeats column '{column}' \(columns \d+ and \d+\); rename or remove"
+    with pytest.raises(DatasetError, match=message):
+        ingest(config, root=tmp_path / "v")
+    with pytest.raises(DatasetError, match=message):
+        read_batch(config, str(csv), None, "id")
+    with pytest.raises(DatasetError, match=message):
+        read_table(str(csv), csv.read_bytes())
+
+
+@pytest.mark.parametrize("data, reason", [
+    pytest.param(b"\0\0\x08\xff" + b"\0" * 40, r"says 255 dimensions \(IDX files have 1 to 4\)", id="255-dims"),
+    pytest.param(b"\0\0\x08\x00", r"says 0 dimensions", id="0-dims"),
+    pytest.param(b"\0\0\x08\x05" + b"\0" * 24, r"says 5 dimensions", id="5-dims"),
+    pytest.param(b"\0\0\x08\x03\0\0\0\x02", r"header is cut short: 3 dimensions need 16 header bytes, the file has 8",
+                 id="short-header"),
+    pytest.param(b"\0\0\x08\x01\0\0\0\x09" + b"a",
+                 r"header says shape \(9,\) \(9 values\) but the file holds 1; the file is truncated", id="truncated"),
+    pytest.param(b"\0\0\x08\x01\0\0\0\x01" + b"ab", r"holds 1 byte more than the 1 values of the shape \(1,\) its IDX header says", id="extra-bytes"),
+    pytest.param(b"\0\0\x0d\x01\0\0\0\x01" + b"aaaa", r"element type 0x0d is not supported", id="float-type"),
+    pytest.param(b"\0\0\x42\x01\0\0\0\x01" + b"a", r"element type 0x42 is not an IDX type", id="unknown-type"),
+])
+def test_an_impossible_idx_header_names_the_file_and_the_problem(data, reason):
+    from keel.datasets import parse_idx_array
+
+    with pytest.raises(DatasetError, match=r"^f\.idx: .*" + reason):
+        parse_idx_array("f.idx", data)
+
+
+def test_an_impossible_idx_header_stops_ingest_with_the_file_name(tmp_path):
+    (tmp_path / "img").write_bytes(b"\0\0\x08\xff" + b"\0" * 40)
+    _idx(tmp_path / "lab.gz", np.zeros(5))
+    config = tmp_path / "d.yaml"
+    config.write_text(f"name: d\nformat: idx\ntrain: [{{path: {tmp_path}/img, labels_path: {tmp_path}/lab.gz}}]\n"
+                      "image: {height: 28, width: 28}\nclasses: [a, b]\n")
+    with pytest.raises(DatasetError, match=r"img: the IDX header says 255 dimensions"):
+        ingest(load_dataset_config(config), root=tmp_path / "v")
+
+
+def test_a_refused_connection_says_so_and_is_not_retried(tmp_path):
+    import socket
+
+    from keel.io import read_bytes
+    from tasks import retry_unless_user_error
+
+    with socket.socket() as probe:  # a port that nothing listens on: bound, then closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DatasetError) as caught:
+        read_bytes(f"http://reader:s3cr3t-pw@127.0.0.1:{port}/rows.csv")
+    message = str(caught.value)
+    assert f"connection refused by 127.0.0.1:{port}" in message
+    assert "file not found" not in message and "s3cr3t-pw" not in message
+    assert "is the server up" in message
+
+    class State:  # what Prefect's retry condition sees: the task's failed state
+        def result(self):
+            raise caught.value
+
+    assert retry_unless_user_error(None, None, State()) is False
+
+
+def test_a_host_name_that_does_not_resolve_says_so():
+    from keel.io import read_bytes
+
+    with pytest.raises(DatasetError, match=r"nosuch\.invalid/rows\.csv: the host name nosuch\.invalid cannot be resolved"):
+        read_bytes("http://nosuch.invalid/rows.csv")  # .invalid never resolves (RFC 6761)

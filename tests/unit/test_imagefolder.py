@@ -101,3 +101,92 @@ def test_validation_passes_clean_photos_and_fails_a_leak_across_splits(tmp_path)
     assert [f.rule for f in report.failures] == [
         "no photo may be in two splits (same content in train and evaluation leaks the answer)"]
     assert report.failures[0].unexpected_count == 2
+
+
+def _outside_photo(tmp_path, index=10):
+    """A real fruit photo outside the dataset root (not one of the photos small_fruits copies)."""
+    from tests.image_data import FRUITS
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    source = sorted((FRUITS / "train" / "rottenbanana").iterdir())[index]
+    shutil.copy(source, elsewhere / f"secret-{index}.jpg")
+    return elsewhere / f"secret-{index}.jpg"
+
+
+def test_a_link_out_of_the_dataset_is_quarantined_and_a_link_inside_is_a_duplicate(tmp_path):
+    root = small_fruits(tmp_path / "photos")
+    apples = root / "train" / "freshapples"
+    (apples / "outside.jpg").symlink_to(_outside_photo(tmp_path))
+    target = sorted(apples.iterdir())[0]
+    (apples / "zz-inside.jpg").symlink_to(target.name)  # relative link to a photo in the same folder
+    result = ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions")
+    profile = result.version.profile().set_index("file")
+    outside = profile.loc["train/freshapples/outside.jpg"]
+    assert outside["status"] == "quarantined" and outside["reason"] == "link points outside the dataset"
+    assert outside["bytes"] == 0 and outside["duplicate_of"] == ""  # never read
+    inside = profile.loc["train/freshapples/zz-inside.jpg"]
+    assert inside["status"] == "ok" and inside["duplicate_of"] == str(target.relative_to(root))
+    assert not inside["duplicate_across_splits"]
+    assert result.version.meta["quarantined"] == 1 and result.version.meta["rows"] == 36 + 1
+    assert "train/freshapples/outside.jpg,train,freshapples" in (result.version.path / "quarantine.csv").read_text()
+    # The refused entry is part of the version id: the same folders reuse the version, a link
+    # retargeted into the dataset makes a new one in which it is read.
+    assert ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions").reused
+    (apples / "outside.jpg").unlink()
+    (apples / "outside.jpg").symlink_to(target.name)
+    retargeted = ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions")
+    assert not retargeted.reused and retargeted.version.meta["quarantined"] == 0
+
+
+def test_a_linked_folder_is_one_quarantined_entry_and_the_rest_ingests(tmp_path):
+    from keel.io import FOLDER_LINK
+
+    root = small_fruits(tmp_path / "photos")
+    outside = _outside_photo(tmp_path).parent
+    (root / "train" / "freshapples" / "more").symlink_to(outside, target_is_directory=True)
+    (root / "train" / "freshbanana" / "again").symlink_to(root / "train" / "freshoranges", target_is_directory=True)
+    (root / "valid" / "rottenapples2").symlink_to(root / "valid" / "rottenapples", target_is_directory=True)
+    result = ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions")
+    profile = result.version.profile().set_index("file")
+    refused = profile[profile["status"] == "quarantined"]
+    assert sorted(refused.index) == ["train/freshapples/more", "train/freshbanana/again", "valid/rottenapples2"]
+    assert all(reason.startswith(FOLDER_LINK) for reason in refused["reason"])
+    assert "points outside the dataset" in refused.loc["train/freshapples/more", "reason"]
+    assert result.version.meta["rows"] == 36 and result.version.meta["train_rows"] == 24
+    # A split folder that is a link is a clear error, not a silently smaller dataset.
+    other = small_fruits(tmp_path / "split-link" / "real")
+    (tmp_path / "split-link" / "photos").mkdir()
+    (tmp_path / "split-link" / "photos" / "train").symlink_to(other / "train", target_is_directory=True)
+    shutil.copytree(other / "valid", tmp_path / "split-link" / "photos" / "valid")
+    with pytest.raises(ConfigError, match="split folder is a symbolic link"):
+        load_dataset_config(fruits_config(tmp_path, tmp_path / "split-link" / "photos", name="linked"))
+
+
+def test_odd_but_legal_names_are_ingested_and_skipped_hidden_files_are_counted(tmp_path):
+    from keel.io import is_hidden
+
+    root = small_fruits(tmp_path / "photos")
+    apples = root / "train" / "freshapples"
+    photo = sorted(apples.iterdir())[0]
+    odd = {"...jpg": 10, "..jpg": 11}
+    for name, index in odd.items():
+        shutil.copy(_outside_photo(tmp_path, index), apples / name)
+    hidden = [".DS_Store", "._" + photo.name, ".secret.jpg", f".{photo.name}.a1b2.tmp", "Thumbs.db",
+              ".ipynb_checkpoints"]
+    for name in hidden[:-1]:
+        (apples / name).write_bytes(photo.read_bytes())
+    (apples / ".ipynb_checkpoints").mkdir()
+    shutil.copy(photo, apples / ".ipynb_checkpoints" / "copy.jpg")
+    result = ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions")
+    profile = result.version.profile().set_index("file")
+    for name in odd:
+        assert profile.loc[f"train/freshapples/{name}", "status"] == "ok"
+    assert result.version.meta["rows"] == 36 + 2 and result.version.meta["quarantined"] == 0
+    assert result.version.meta["hidden_skipped"] == len(hidden)
+    assert result.version.meta["hidden_files"] == sorted(f"train/freshapples/{n}" for n in hidden)
+    assert not {f"train/freshapples/{n}" for n in hidden} & set(profile.index)
+    assert "train/freshapples/.ipynb_checkpoints/copy.jpg" not in profile.index
+    assert [n for n in ["...jpg", "..png", ".jpg", ".cache", "._x.jpg", ".x.jpg.1.tmp", "..tmp", "desktop.ini",
+                        ".DS_STORE", "a.jpg", "...", "x..jpg"] if is_hidden(n)] == \
+        [".jpg", ".cache", "._x.jpg", ".x.jpg.1.tmp", "..tmp", "desktop.ini", ".DS_STORE", "..."]
