@@ -52,6 +52,9 @@ def secret_values() -> list[str]:
     # A user:password pair (Prefect's auth string, basic auth) also hides its password part.
     values |= {value.split(":", 1)[1] for value in list(values)
                if ":" in value and len(value.split(":", 1)[1]) >= _MIN_SECRET_LENGTH and "://" not in value}
+    # A list of secrets (KEEL_SIGNING_KEY_PREVIOUS holds old keys, comma-separated) hides each one.
+    values |= {part.strip() for value in list(values) if "," in value for part in value.split(",")
+               if len(part.strip()) >= _MIN_SECRET_LENGTH}
     return sorted(values, key=len, reverse=True)
 
 

@@ -161,3 +161,8 @@ def test_version_store_names_sources_without_credentials(tmp_path, small_rows):
     profile = DatasetVersion(remote.version.path).profile()
     assert set(profile["file"]) == {"small.csv"}
     assert not any(b"PLANTED" in p.read_bytes() for p in remote.version.path.rglob("*") if p.is_file())
+
+
+def test_each_key_of_a_list_of_secrets_is_masked(monkeypatch):
+    monkeypatch.setenv("KEEL_SIGNING_KEY_PREVIOUS", "old-key-one-0123456789,old-key-two-0123456789")
+    assert redact("verified with old-key-two-0123456789 only") == "verified with *** only"
