@@ -161,7 +161,7 @@ def check_tags(name: str, version: str, tags: dict[str, str], require_signature:
     elif keys and require_signature:
         raise _refuse(name, version, "is not signed, and a team key is set (KEEL_SIGNING_KEY)",
                       "register it again with the key set, or sign it after checking it "
-                      "(keel.trust.sign_version, docs/threat-model.md)")
+                      "(`keel sign NAME VERSION`, docs/threat-model.md)")
     return manifest
 
 

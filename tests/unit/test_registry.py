@@ -280,12 +280,16 @@ def test_rotating_the_team_key(trust_home, small_rows, monkeypatch):
     monkeypatch.setenv("KEEL_SIGNING_KEY_PREVIOUS", old_key)
     _load(version)  # the old key still verifies
     client = tracking.client()
-    assert trust.sign_version(client, "keel-rotated", "1") == trust.key_id(new_key.encode())
+    from flows.cli import main
+
+    assert main(["sign", "keel-rotated", "1"]) == 0  # `keel sign`: trust.sign_version
+    assert client.get_model_version("keel-rotated", "1").tags[trust.KEY_ID_TAG] == trust.key_id(new_key.encode())
     monkeypatch.delenv("KEEL_SIGNING_KEY_PREVIOUS")
     _load(version)  # re-signed: the old key can go
     (artifact_folder("keel-rotated", "1") / "MLmodel").write_text("flavors: {}\n")
     with pytest.raises(UntrustedModelError, match=r"holds MLmodel, whose sha256 differs"):
         trust.sign_version(client, "keel-rotated", "1")  # never vouches for changed files
+    assert main(["sign", "keel-rotated", "1"]) == 2
 
 
 def test_every_registry_load_goes_through_the_verified_loader():
