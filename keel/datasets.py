@@ -10,6 +10,7 @@ A version folder holds:
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
@@ -130,7 +131,8 @@ def parse_pixel_csv(url: str, data: bytes, config: DatasetConfig, split: str = "
     data = strip_bom(data)
     if not data.strip():
         return ParsedTable([], pd.Series([], dtype=object), None, _empty_profile())
-    header = [c.strip() for c in _first_line(data).split(",")]
+    # The csv module reads the header as pyarrow reads the rows: quoted names ("label") too.
+    header = [c.strip() for c in next(csv.reader([_first_line(data)]), [])]
     check_unique_columns(url, header)
     pixel_names = [c for c in header if c not in (config.label_column, config.group_column, id_column)]
     # Fast path: every pixel column as int16. A text or fractional value makes pyarrow refuse,

@@ -139,6 +139,19 @@ def test_a_byte_order_mark_is_accepted_by_every_csv_reader(tmp_path, small_rows)
     assert read_table(str(bom), bom.read_bytes()).column_names[0] == "label"  # keel predict
 
 
+def test_a_quoted_header_is_read_like_a_plain_one(tmp_path, small_rows):
+    """Spreadsheet exports quote every name ("label","pixel1",...): legal CSV, the same data."""
+    plain, quoted = tmp_path / "plain.csv", tmp_path / "quoted.csv"
+    small_rows.to_csv(plain, index=False)
+    lines = plain.read_text().splitlines()
+    quoted.write_text("\n".join([",".join(f'"{name}"' for name in lines[0].split(",")), *lines[1:]]) + "\n")
+    expected = ingest(load_dataset_config(write_dataset_config(tmp_path, plain, name="a")), root=tmp_path / "v").version
+    version = ingest(load_dataset_config(write_dataset_config(tmp_path, quoted, name="b")), root=tmp_path / "v").version
+    assert version.meta["header"][:2] == ["label", "pixel1"]
+    np.testing.assert_array_equal(version.images(), expected.images())
+    np.testing.assert_array_equal(version.labels(), expected.labels())
+
+
 @pytest.mark.parametrize("column", ["pixel5", "label"])
 def test_a_repeated_header_column_names_the_file_and_the_column(tmp_path, small_rows, column):
     from keel.incoming import read_batch
