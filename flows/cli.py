@@ -191,7 +191,14 @@ def _train(args) -> int:
         promotion = PromotionPolicy(floor=args.floor, min_improvement=args.min_improvement, confidence=args.confidence,
                                     max_recall_drop=args.max_recall_drop)
     except ValidationError as exc:
-        print(f"keel train: invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        field, message = exc.errors()[0]["loc"][0], exc.errors()[0]["msg"]
+        if getattr(args, str(field), None) is not None:
+            where = f"--{str(field).replace('_', '-')}"
+        else:
+            block = "training.augment" if field in AugmentConfig.model_fields and field not in TrainConfig.model_fields \
+                else "training"
+            where = f"{block}.{field} in {args.dataset_config}"
+        print(f"keel train: invalid option {where}: {message}", file=sys.stderr)
         return 2
     if args.fresh and args.resume:
         print("keel train: --fresh and --resume contradict each other; pick one", file=sys.stderr)

@@ -121,6 +121,14 @@ def missing_drive(user: Path, model: str) -> list[str]:
         user, model)
 
 
+def training_value_out_of_range(user: Path, model: str) -> list[str]:
+    from tests.conftest import write_dataset_config
+
+    _rows().to_csv(user / "rows.csv", index=False)
+    config = write_dataset_config(user, user / "rows.csv", training={"epochs": 0})
+    return ["train", "--dataset-config", str(config)]
+
+
 def missing_input(user: Path, model: str) -> list[str]:
     return _predict("--input", "{user}/no-such.csv", "--output", "{user}/p.parquet")(user, model)
 
@@ -137,6 +145,8 @@ PROBES = {
     "validate: dataset URL on a host that refuses connections": Probe(refused_connection, 2, r"connection refused by 127\.0\.0\.1:\d+"),
     "predict: output on a missing drive": Probe(missing_drive, 2, r"keel-unplugged-\d+: does not exist, .*is the drive mounted"),
     "predict: input that does not exist": Probe(missing_input, 2, r"no-such\.csv"),
+    "train: a training value out of range in the dataset YAML": Probe(
+        training_value_out_of_range, 2, r"invalid option training\.epochs in .*sign-mnist-small\.yaml: "),
 }
 
 
