@@ -127,7 +127,7 @@ def check_tags(name: str, version: str, tags: dict[str, str], require_signature:
     document = tags.get(MANIFEST_TAG)
     if not document:
         raise _refuse(name, version, "has no manifest recorded by Keel (it was registered by hand, e.g. with mlflow, "
-                      "not by Keel)", REREGISTER)
+                      "or by a Keel release from before manifests)", REREGISTER)
     if not hmac.compare_digest(hashlib.sha256(document.encode()).hexdigest(), tags.get(DIGEST_TAG, "")):
         raise _refuse(name, version, f"has a {MANIFEST_TAG} tag that does not match its {DIGEST_TAG} tag "
                       "(the registry's tags were edited)", REREGISTER)
