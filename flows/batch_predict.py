@@ -9,7 +9,7 @@ from typing import Literal
 
 from prefect import flow
 
-from keel.secrets import refuse_credentials
+from keel.io import refuse_credentials
 from tasks.predict import check_output_location, resolve_model_version, score_batch
 
 

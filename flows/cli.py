@@ -11,7 +11,8 @@ import traceback
 from flows.prefect_api import TemporaryPrefectAPI, flush_prefect_workers
 from keel.config import BACKBONES, PIXEL_MODELS
 from keel.errors import DataValidationError, KeelError
-from keel.secrets import install_log_redaction, redact, refuse_credentials
+from keel.io import refuse_credentials
+from keel.secrets import install_log_redaction, redact
 
 TRAIN_FIELDS = ["model", "backbone", "weights", "image_size", "head_epochs", "fine_tune_lr_factor", "unfreeze", "workers",
                 "epochs", "time_budget", "batch_size", "learning_rate", "label_smoothing", "patience", "seed", "device",

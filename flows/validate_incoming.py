@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow
 
 from keel.incoming import batches_summary
-from keel.secrets import refuse_credentials
+from keel.io import refuse_credentials
 from tasks.incoming import curate_batch, pending_batches, profile_reference, validate_batch
 from tasks.ingest import ingest_dataset
 

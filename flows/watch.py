@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from keel.landing import Landed, LandingWatcher, absolute
-from keel.secrets import refuse_credentials
+from keel.io import refuse_credentials
 
 EVENT = "keel.data.landed"
 

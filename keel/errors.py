@@ -1,13 +1,13 @@
 """Errors a user can cause; each message names the file, row or column and the fix."""
 
+from keel.secrets import redact
+
 
 class KeelError(Exception):
     """Base of the errors Keel reports to users in one sentence. Credentials in the sentence
     (a URL's password, a token in a query) are masked when the error is made (keel.secrets)."""
 
     def __init__(self, *args):
-        from keel.secrets import redact
-
         super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 

@@ -21,8 +21,23 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from keel.errors import DatasetError, OutputError
-from keel.secrets import redact
+from keel.errors import ConfigError, DatasetError, OutputError
+from keel.secrets import has_credentials, redact
+
+
+# Where a URL's credentials go instead (said by refuse_credentials).
+WHERE_CREDENTIALS_GO = ("pass the URL without it and put the credential in the environment (fsspec reads "
+                        "FSSPEC_<PROTOCOL>_<OPTION>, e.g. FSSPEC_S3_SECRET, or FSSPEC_HTTP='{\"headers\": "
+                        "{\"Authorization\": \"Basic ...\"}}'; S3, GCS and Azure read AWS_SECRET_ACCESS_KEY, "
+                        "GOOGLE_APPLICATION_CREDENTIALS and AZURE_STORAGE_KEY)")
+
+
+def refuse_credentials(value, what: str) -> None:
+    """Raises ConfigError when `value` (a path or URL given as a run parameter) holds a
+    credential: Prefect stores a flow run's parameters, and events' payloads, in its database."""
+    if value is not None and has_credentials(value):
+        raise ConfigError(f"{what} {redact(value)} holds a credential, which Prefect would store with the run; "
+                          f"{WHERE_CREDENTIALS_GO}")
 
 
 def read_bytes(url: str) -> bytes:

@@ -8,7 +8,7 @@ variables whose names say they hold a secret (PASSWORD, SECRET, TOKEN, AUTH, KEY
 handler (console, Prefect's API log handler, files) sees the record. `redact_exception(exc)`
 masks an exception in place (KeelError masks its own message; tasks/ masks every exception
 that leaves a task), `strip_userinfo(url)` drops a URL's `user:password@` for links, and
-`refuse_credentials(value, what)` stops a URL with a credential from becoming a stored run
+`keel.io.refuse_credentials(value, what)` stops a URL with a credential from becoming a stored run
 parameter.
 """
 
@@ -86,23 +86,6 @@ def redact_data(value):
 def has_credentials(text) -> bool:
     """True when `text` holds something redact() would mask."""
     return redact(text) != str(text)
-
-
-# Where a URL's credentials go instead (said by refuse_credentials).
-WHERE_CREDENTIALS_GO = ("pass the URL without it and put the credential in the environment (fsspec reads "
-                        "FSSPEC_<PROTOCOL>_<OPTION>, e.g. FSSPEC_S3_SECRET, or FSSPEC_HTTP='{\"headers\": "
-                        "{\"Authorization\": \"Basic ...\"}}'; S3, GCS and Azure read AWS_SECRET_ACCESS_KEY, "
-                        "GOOGLE_APPLICATION_CREDENTIALS and AZURE_STORAGE_KEY)")
-
-
-def refuse_credentials(value, what: str) -> None:
-    """Raises ConfigError when `value` (a path or URL given as a run parameter) holds a
-    credential: Prefect stores a flow run's parameters, and events' payloads, in its database."""
-    if value is not None and has_credentials(value):
-        from keel.errors import ConfigError
-
-        raise ConfigError(f"{what} {redact(value)} holds a credential, which Prefect would store with the run; "
-                          f"{WHERE_CREDENTIALS_GO}")
 
 
 def strip_userinfo(url: str) -> str:

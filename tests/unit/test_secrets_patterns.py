@@ -9,12 +9,12 @@ import logging
 import pytest
 
 from keel.errors import ConfigError, DatasetError
+from keel.io import refuse_credentials
 from keel.secrets import (
     install_log_redaction,
     redact,
     redact_data,
     redact_exception,
-    refuse_credentials,
     strip_userinfo,
 )
 
