@@ -22,7 +22,6 @@ import io
 import logging
 import os
 import re
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
+from flows.stack import free_port
 from tests.incoming_data import REPO, clean_batch
 
 pytestmark = pytest.mark.flows
@@ -109,10 +109,7 @@ def idx_255_dimensions(user: Path, model: str) -> list[str]:
 
 
 def refused_connection(user: Path, model: str) -> list[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return _validate("--input", f"http://127.0.0.1:{port}/landing/batch.csv", "--report", "{user}/report")(user, model)
+    return _validate("--input", f"http://127.0.0.1:{free_port()}/landing/batch.csv", "--report", "{user}/report")(user, model)
 
 
 def missing_drive(user: Path, model: str) -> list[str]:

@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import base64
 import http.server
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from flows.prefect_api import wait_for_health
+from flows.stack import free_port
 from flows.training import training_flow
 from keel.config import TrainConfig
 from keel.errors import DatasetError
 from keel.promotion import PromotionPolicy
+from tests import servers
 from tests.conftest import write_dataset_config
 
 pytestmark = pytest.mark.flows
@@ -31,12 +27,6 @@ PASSWORD = "PLANTED-PASSWORD-123"
 USERINFO = f"user:{PASSWORD}"
 # Every form the password could take: plain, and inside a basic-auth header.
 FORMS = [PASSWORD.encode(), base64.b64encode(USERINFO.encode())]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -85,25 +75,8 @@ def csv_server(tmp_path, small_rows):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real MLflow tracking server on loopback (no auth of its own: it ignores the header)."""
-    folder = tmp_path / "mlflow-server"
-    folder.mkdir()
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts")],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_health(f"http://127.0.0.1:{port}/health", process, timeout=90)
-        yield port, folder
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by our own process group
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with servers.mlflow_server(tmp_path / "mlflow-server") as (url, _):
+        yield url.rsplit(":", 1)[1], tmp_path / "mlflow-server"
 
 
 def _files_holding_password(*folders: Path, since: float = 0.0) -> list[str]:
@@ -171,17 +144,17 @@ def test_planted_passwords_are_found_nowhere(tmp_path, keel_home, csv_server, ml
     assert result["registered"]["version"] == "1" and result["verdict"]["promote"]
     assert authorizations and set(authorizations) == {f"Basic {FORMS[1].decode()}"}  # the credential did reach the server
     meta = Path(result["version"]["version_dir"]) / "meta.json"
-    assert f"http://user:***@127.0.0.1:" in meta.read_text()  # the source is still named, without its password
+    assert "http://user:***@127.0.0.1:" in meta.read_text()  # the source is still named, without its password
 
     # 2. A source whose server refuses the connection: the error names the URL, not the password.
-    refused = f"http://{USERINFO}@127.0.0.1:{_free_port()}/small.csv"
+    refused = f"http://{USERINFO}@127.0.0.1:{free_port()}/small.csv"
     with pytest.raises(DatasetError) as error:
         training_flow(dataset_config=str(write_dataset_config(configs, refused, name="secret-refused")),
                       train=TrainConfig(epochs=1, batch_size=64))
     assert "user:***@127.0.0.1" in str(error.value) and PASSWORD not in str(error.value)
 
     # 3. A tracking server that refuses the connection (no retries: it fails at once).
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{USERINFO}@127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{USERINFO}@127.0.0.1:{free_port()}")
 
     @flow(name="secret-tracking")
     def tracking_down(dataset_config: str) -> str:

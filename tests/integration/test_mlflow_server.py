@@ -1,49 +1,23 @@
 """Keel against a real MLflow tracking server (not the embedded SQLite store), on loopback."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 
-from flows.prefect_api import wait_for_health
 from flows.stack import Stack, StackSettings, check_mlflow_credentials, free_port, spawn, stop, wait_healthy
 from keel import pipeline, tracking
 from keel.config import TrainConfig
 from keel.errors import KeelError
 from keel.promotion import PromotionPolicy, current_version
+from tests import servers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    process = subprocess.Popen(
-        [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(f"{url}/health", process, timeout=90)
-        yield url, tmp_path / "server-artifacts"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by our own process group
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        process.stderr.close()
+    with servers.mlflow_server(tmp_path / "server") as (url, artifacts):
+        yield url, artifacts
 
 
 def test_training_stages_register_and_promote_on_a_tracking_server(mlflow_server, keel_home, small_config,
