@@ -665,7 +665,7 @@ _BARE_VALUE = re.compile(r"[A-Za-z0-9_\-:./@+=%,]*")
 
 def write_env_file(path: Path, values: dict[str, str], header: str = "") -> None:
     """KEY=value lines (for `set -a; . FILE` and python-dotenv) in a file only its owner can
-    read or write: created 0600 (mkstemp) and renamed into place."""
+    read or write: written to a 0600 temporary beside it (keel.io.atomic_path) and renamed into place."""
     lines = [f"# {line}" for line in header.splitlines()]
     for key, value in values.items():
         if _BARE_VALUE.fullmatch(value):
@@ -676,7 +676,7 @@ def write_env_file(path: Path, values: dict[str, str], header: str = "") -> None
             raise KeelError(f"{key} for {path} holds a quote or a line break; percent-encode it "
                             "(as a URL password must be) and start again")
     with atomic_path(Path(path)) as tmp:
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, 0o600)  # atomic_path creates it so already; this says it where it matters
         tmp.write_text("\n".join(lines) + "\n")
 
 
