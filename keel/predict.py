@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,51 +29,12 @@ from keel.errors import DatasetError, KeelError, OutputError
 from keel.io import (atomic_path, decompress, ensure_writable_folder, exists, find_visible, folder_lock, is_remote,
                      list_files, local_path, put_atomic, read_bytes, sha256_hex, writing_into)
 
+if TYPE_CHECKING:
+    from keel.registry import ModelRef
+
 FORMATS = ("parquet", "csv", "jsonl")
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 ERROR_COLUMNS = ["input_file", "row", "id", "column", "value", "reason"]
-
-
-@dataclass
-class ModelRef:
-    """A registered model version, resolved from NAME, NAME@alias or NAME/version."""
-
-    name: str
-    version: str
-    run_id: str
-    reference: str
-    architecture: str = ""
-
-    @property
-    def image_model(self) -> bool:
-        """A model trained on an image folder: it scores photo files, not pixel rows."""
-        return self.architecture == "transfer"
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-def resolve_model(client, reference: str) -> ModelRef:
-    """NAME (meaning NAME@champion), NAME@alias or NAME/version -> the concrete version."""
-    from mlflow.exceptions import MlflowException
-
-    ref = reference.removeprefix("models:/")
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        elif "/" in ref:
-            name, number = ref.rsplit("/", 1)
-            mv = client.get_model_version(name, number)
-        else:
-            name = ref
-            mv = client.get_model_version_by_alias(name, "champion")
-    except MlflowException as exc:
-        raise KeelError(f"model {reference} not found in the registry ({exc.message.splitlines()[0]}); "
-                        "check the name, alias or version with `keel models NAME`") from None
-    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", reference=reference,
-                    architecture=(mv.tags or {}).get("architecture", ""))
 
 
 @dataclass
@@ -307,6 +269,8 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     started = time.perf_counter()
     output_url, errors_url, manifest_url = check_output(input_path, output, fmt)  # before any work
     remote = is_remote(output_url)
+    from keel.registry import resolve_model  # mlflow, torch models: imported when a job scores
+
     model = resolve_model(client, reference)
     files, refused = image_files(input_path) if model.image_model else (input_files(input_path), {})
     blobs = [(path, read_bytes(str(path))) for path in files]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -18,7 +19,50 @@ import pandas as pd
 import torch
 
 import keel
+from keel.errors import KeelError
 from keel.models import build_model, inference_model
+
+
+@dataclass
+class ModelRef:
+    """A registered model version, resolved from NAME, NAME@alias or NAME/version."""
+
+    name: str
+    version: str
+    run_id: str
+    reference: str
+    architecture: str = ""
+
+    @property
+    def image_model(self) -> bool:
+        """A model trained on an image folder: it scores photo files, not pixel rows."""
+        return self.architecture == "transfer"
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_model(client, reference: str) -> ModelRef:
+    """NAME (meaning NAME@champion), NAME@alias or NAME/version -> the concrete version."""
+    from mlflow.exceptions import MlflowException
+
+    ref = reference.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in ref:
+            name, number = ref.rsplit("/", 1)
+            mv = client.get_model_version(name, number)
+        else:
+            name = ref
+            mv = client.get_model_version_by_alias(name, "champion")
+    except MlflowException as exc:
+        raise KeelError(f"model {reference} not found in the registry ({exc.message.splitlines()[0]}); "
+                        "check the name, alias or version with `keel models NAME`") from None
+    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", reference=reference,
+                    architecture=(mv.tags or {}).get("architecture", ""))
 
 
 class PixelClassifier(mlflow.pyfunc.PythonModel):
@@ -222,7 +266,6 @@ def load_registered(model_uri: str) -> PixelClassifier:
     import yaml
 
     from keel import tracking
-    from keel.predict import resolve_model
     from keel.trust import verified_model
 
     client = tracking.client()
@@ -232,8 +275,6 @@ def load_registered(model_uri: str) -> PixelClassifier:
         flavor = (yaml.safe_load((folder / "MLmodel").read_text()) or {}).get("flavors", {}).get("python_function", {})
         artifacts = {key: (folder / spec["path"]).resolve() for key, spec in (flavor.get("artifacts") or {}).items()}
         if {"weights", "model_config"} - set(artifacts) or any(not p.is_relative_to(folder.resolve()) for p in artifacts.values()):
-            from keel.errors import KeelError
-
             raise KeelError(f"model {ref.name} version {ref.version} is not a Keel classifier (its MLmodel names no "
                             "weights and model_config artifacts); score it with the model it was registered for")
         classifier = PixelClassifier()

@@ -4,7 +4,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from keel import tracking
-from keel.predict import check_output, resolve_model, score_files
+from keel.predict import check_output, score_files
+from keel.registry import resolve_model
 from tasks import REMOTE, RESUMABLE, redacted_errors
 
 
