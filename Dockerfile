@@ -24,17 +24,19 @@ RUN useradd --create-home --uid 1000 keel \
 
 # Dependencies first, against empty packages: a change to the code does not download them again.
 COPY pyproject.toml README.md ./
-RUN mkdir -p keel tasks flows \
-    && touch keel/__init__.py tasks/__init__.py flows/__init__.py \
+RUN mkdir -p keel tasks flows cli ops \
+    && touch keel/__init__.py tasks/__init__.py flows/__init__.py cli/__init__.py ops/__init__.py \
     && pip install --no-cache-dir . \
     && pip uninstall --yes keel \
-    && rm -rf keel tasks flows build *.egg-info
+    && rm -rf keel tasks flows cli ops build *.egg-info
 
 # The packages, installed editable: the code runs from /opt/keel, where the deployments'
-# entrypoints are, and flows.stack finds prefect.yaml next to its own package folder.
+# entrypoints are, and ops.stack finds prefect.yaml next to its own package folder.
 COPY --chown=keel:keel keel/ keel/
 COPY --chown=keel:keel tasks/ tasks/
 COPY --chown=keel:keel flows/ flows/
+COPY --chown=keel:keel cli/ cli/
+COPY --chown=keel:keel ops/ ops/
 RUN pip install --no-cache-dir --no-deps --editable . \
     && rm -rf build
 

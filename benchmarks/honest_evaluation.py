@@ -16,9 +16,9 @@ On the shipped data/sign-mnist/sign_mnist_train.csv.gz (27,455 rows), in one run
    RSS, plus the in-process seconds of features + grouping and the group summary.
    Targets: 274,550 rows grouped (features + grouping) in <= 60 s, peak RSS well under 2 GB.
 2. Two splits of the rows, evaluation fraction 0.15, seed 0: a random stratified split
-   (keel.splits.stratified_split) and the group-aware split (whole groups,
-   keel.splits.stratified_group_split). On each: the 1-nearest-neighbour lookup baseline and the
-   share of evaluation rows with a near-copy in training (keel.splits.measure_leakage); Keel's
+   (keel.data.splits.stratified_split) and the group-aware split (whole groups,
+   keel.data.splits.stratified_group_split). On each: the 1-nearest-neighbour lookup baseline and the
+   share of evaluation rows with a near-copy in training (keel.data.splits.measure_leakage); Keel's
    default model (TrainConfig() as it stands, early-stopping slice carved from the training rows
    the same way as the split: in whole groups on the group split), and the course's CNN trained
    the course's way (benchmarks/course_loop.py, all training rows, no early stopping).
@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for `keel` and `benchmarks.*` when run as a script
 
-import numpy as np  # noqa: E402  (the grouping subprocess imports nothing heavier than this and keel.neardup)
+import numpy as np  # noqa: E402  (the grouping subprocess imports nothing heavier than this and keel.data.neardup)
 
 DATA = REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz"
 DATASET_CONFIG = REPO / "conf" / "datasets" / "sign-mnist.yaml"
@@ -98,7 +98,7 @@ def group_child(copies: int, rows: int | None, out: str) -> None:
         images, labels = big, np.tile(labels, copies)
     prepare = time.perf_counter() - started
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    from keel.neardup import PixelFeatures, group_ids
+    from keel.data.neardup import PixelFeatures, group_ids
 
     started = time.perf_counter()
     features = PixelFeatures().for_grouping(images)  # as ingest does: large sets compute features on demand
@@ -148,12 +148,12 @@ def evaluate_splits(args, labels_raw: np.ndarray, images: np.ndarray, groups: np
 
     from benchmarks.course_loop import run_course_loop
     from benchmarks.train_sign_mnist import ForeignCpu
-    from keel.config import TrainConfig, load_dataset_config
-    from keel.datasets import class_indices
-    from keel.models import inference_model
-    from keel.neardup import PixelFeatures
-    from keel.splits import holdout, measure_leakage, stratified_group_split, stratified_split
-    from keel.train import TensorSplit, fit, predict_logits, select_device, select_precision, set_threads
+    from keel.core.config import TrainConfig, load_dataset_config
+    from keel.data.datasets import class_indices
+    from keel.models.networks import inference_model
+    from keel.data.neardup import PixelFeatures
+    from keel.data.splits import holdout, measure_leakage, stratified_group_split, stratified_split
+    from keel.training.train import TensorSplit, fit, predict_logits, select_device, select_precision, set_threads
 
     set_threads()
     classes = load_dataset_config(DATASET_CONFIG).labels

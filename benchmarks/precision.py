@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from keel.config import TrainConfig, load_dataset_config
-from keel.datasets import ingest
-from keel.train import fit, load_split, predict_logits, select_device, training_splits
+from keel.core.config import TrainConfig, load_dataset_config
+from keel.data.datasets import ingest
+from keel.training.train import fit, load_split, predict_logits, select_device, training_splits
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@
 In a temporary KEEL_HOME it trains the default model for one epoch (throughput does not
 depend on the weights), registers it, then measures in this order:
 
-1. `keel.predict.score_files` end to end, first call in this process: reading and checking
+1. `keel.serving.predict.score_files` end to end, first call in this process: reading and checking
    the gzip CSV, loading the registered model, scoring, writing parquet + errors + manifest;
 2. the same call again (steady state of a long-running worker);
 3. the model alone: the served inference model (batch-norm folded, bf16 where it pays) on the
@@ -44,9 +44,11 @@ def main() -> None:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        from keel import pipeline, tracking
-        from keel.config import TrainConfig
-        from keel.promotion import PromotionPolicy
+        from keel.stages import pipeline
+
+        from keel.tracking.client import client as tracking
+        from keel.core.config import TrainConfig
+        from keel.tracking.promotion import PromotionPolicy
 
         config = str(home / "conf" / "datasets" / "sign-mnist.yaml")
         print("training the default model for 1 epoch to have something to score ...", flush=True)
@@ -61,9 +63,9 @@ def main() -> None:
                                PromotionPolicy(floor=0.0))
         name = registered["name"]
 
-        from keel.predict import score_files
-        from keel.registry import load_registered
-        from keel.train import predict_logits
+        from keel.serving.predict import score_files
+        from keel.tracking.registry import load_registered
+        from keel.training.train import predict_logits
 
         client = tracking.client()
         out = home / "scored" / "preds.parquet"
@@ -75,7 +77,7 @@ def main() -> None:
                   f"(model {summary.model_seconds:.2f} s)", flush=True)
         rows = summary.rows_scored
 
-        from keel.datasets import DatasetVersion
+        from keel.data.datasets import DatasetVersion
 
         images = torch.from_numpy(np.array(DatasetVersion(Path(version["version_dir"])).images())).permute(0, 3, 1, 2).contiguous()
         classifier = load_registered(f"models:/{name}@champion")

@@ -26,8 +26,8 @@ CONFIG = str(REPO / "conf" / "datasets" / "fruits.yaml")
 
 
 def keel_run(epochs: int) -> dict:
-    from keel import pipeline
-    from keel.config import TrainConfig, load_dataset_config
+    from keel.stages import pipeline
+    from keel.core.config import TrainConfig, load_dataset_config
 
     started = time.perf_counter()
     version = pipeline.ingest_stage(CONFIG)

@@ -13,7 +13,7 @@ It measures three things, on this machine, in this order:
    data/sign-mnist/, so an empty MLflow store and no cached dataset version) and whose
    PREFECT_HOME is temporary too. Wall time of the whole subprocess; per-epoch seconds,
    images/s, train_seconds and evaluation accuracy read back from the run's MLflow store.
-2. Keel in-process (keel.train.fit), scoring the evaluation split after every epoch, for the
+2. Keel in-process (keel.training.train.fit), scoring the evaluation split after every epoch, for the
    time to 99 % evaluation accuracy (the flow only scores the evaluation split once, at the end).
 3. The course's loop (benchmarks/course_loop.py: per-sample transforms, DataLoader batch 32,
    Adam, float32) on the same training rows, for the speed ratio.
@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO))  # for `benchmarks.course_loop` when run as a scri
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from keel.config import TrainConfig, load_dataset_config  # noqa: E402
-from keel.datasets import class_indices, ingest  # noqa: E402
+from keel.core.config import TrainConfig, load_dataset_config  # noqa: E402
+from keel.data.datasets import class_indices, ingest  # noqa: E402
 
 DATASET_CONFIG = "conf/datasets/sign-mnist.yaml"
 EXPERIMENT = "keel-sign-mnist"
@@ -186,7 +186,7 @@ def run_flow(epochs: int, folder: Path, home: Path, label: str) -> dict:
 
 
 def run_keel_in_process(version, epochs: int) -> dict:
-    from keel.train import fit, load_split, predict_logits, select_device, select_precision, set_threads, training_splits
+    from keel.training.train import fit, load_split, predict_logits, select_device, select_precision, set_threads, training_splits
 
     set_threads()  # as the flow's train stage does
     config = TrainConfig(epochs=epochs)

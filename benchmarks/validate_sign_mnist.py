@@ -21,8 +21,8 @@ def main() -> None:
     import scipy.stats  # noqa: F401
     import torch
 
-    from keel.config import load_dataset_config
-    from keel.incoming import validate_batch
+    from keel.core.config import load_dataset_config
+    from keel.validation.incoming import validate_batch
 
     config = load_dataset_config(REPO / "conf" / "datasets" / "sign-mnist.yaml")
     source = str(REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz")

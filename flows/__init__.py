@@ -1,6 +1,6 @@
 """Keel's Prefect flows and the `keel` command."""
 
-from keel.secrets import install_log_redaction
+from keel.core.secrets import install_log_redaction
 
 # The CLI, workers and deployments import flows/ first: from here on no log record of the
 # process carries a credential (a URL's password, a token), whichever handler sends it on.

@@ -9,7 +9,7 @@ from typing import Literal
 
 from prefect import flow
 
-from keel.io import refuse_credentials
+from keel.core.io import refuse_credentials
 from tasks.predict import check_output_location, resolve_model_version, score_batch
 
 
@@ -44,7 +44,7 @@ def batch_predict_flow(
 if __name__ == "__main__":
     import sys
 
-    from flows.cli import entry
+    from cli.main import entry
 
     sys.argv.insert(1, "predict")
     entry()

@@ -113,7 +113,7 @@ class _HideUserErrorTracebacks(logging.Filter):
     logs on the Prefect API keep everything (this filter sits on console handlers only)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from keel.errors import KeelError
+        from keel.core.errors import KeelError
 
         if record.exc_info and isinstance(record.exc_info[1], KeelError):
             return False
@@ -124,7 +124,7 @@ class _HideUserErrorTracebacks(logging.Filter):
 
 
 def _user_error_names() -> set[str]:
-    from keel.errors import KeelError
+    from keel.core.errors import KeelError
 
     names, todo = set(), [KeelError]
     while todo:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from keel.config import TrainConfig
-from keel.promotion import PromotionPolicy
+from keel.core.config import TrainConfig
+from keel.tracking.promotion import PromotionPolicy
 from tasks.augment import preview_augmentation
 from tasks.evaluate import evaluate_model
 from tasks.ingest import ingest_dataset
@@ -55,7 +55,7 @@ def training_flow(
 if __name__ == "__main__":
     import sys
 
-    from flows.cli import entry
+    from cli.main import entry
 
     sys.argv.insert(1, "train")
     entry()

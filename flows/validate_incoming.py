@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from keel.incoming import batches_summary
-from keel.io import refuse_credentials
+from keel.validation.incoming import batches_summary
+from keel.core.io import refuse_credentials
 from tasks.incoming import curate_batch, pending_batches, profile_reference, validate_batch
 from tasks.ingest import ingest_dataset
 
@@ -62,7 +62,7 @@ def profile_flow(dataset_config: str, out: str | None = None, epochs: int = 5) -
 if __name__ == "__main__":
     import sys
 
-    from flows.cli import entry
+    from cli.main import entry
 
     sys.argv.insert(1, "validate")
     entry()

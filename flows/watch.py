@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from keel.landing import Landed, LandingWatcher, absolute
-from keel.io import refuse_credentials
+from keel.data.landing import Landed, LandingWatcher, absolute
+from keel.core.io import refuse_credentials
 
 EVENT = "keel.data.landed"
 

@@ -4,15 +4,15 @@ import functools
 
 from prefect.tasks import exponential_backoff
 
-from keel.errors import KeelError
-from keel.secrets import install_log_redaction, redact_exception
+from keel.core.errors import KeelError
+from keel.core.secrets import install_log_redaction, redact_exception
 
 # Workers import the tasks: from here on no log record of this process carries a credential.
 install_log_redaction()
 
 
 def redacted_errors(fn):
-    """Put under @task: an exception leaves the task with its credentials masked (keel.secrets),
+    """Put under @task: an exception leaves the task with its credentials masked (keel.core.secrets),
     before Prefect stores its text as the run's state message and logs it. An MLflow error
     otherwise repeats the tracking URI with its password, an fsspec error the dataset URL."""
 

@@ -2,8 +2,8 @@
 
 from prefect import task
 
-from keel.config import AugmentConfig
-from keel.pipeline import augmentation_preview_stage
+from keel.core.config import AugmentConfig
+from keel.stages.pipeline import augmentation_preview_stage
 from tasks import REMOTE, redacted_errors
 
 

@@ -3,9 +3,9 @@
 from prefect import task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from keel.evaluate import metrics_markdown
-from keel.pipeline import evaluate_stage
-from keel.tracking import artifact_url
+from keel.training.evaluate import metrics_markdown
+from keel.stages.pipeline import evaluate_stage
+from keel.tracking.client import artifact_url
 from tasks import REMOTE, redacted_errors
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from keel.pipeline import curate_stage, pending_stage, profile_stage, validate_incoming_stage
+from keel.stages.pipeline import curate_stage, pending_stage, profile_stage, validate_incoming_stage
 from tasks import REMOTE, redacted_errors
 
 

@@ -2,7 +2,7 @@
 
 from prefect import task
 
-from keel.pipeline import ingest_stage
+from keel.stages.pipeline import ingest_stage
 from tasks import REMOTE, redacted_errors
 
 

@@ -3,9 +3,9 @@
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from keel import tracking
-from keel.predict import check_output, score_files
-from keel.registry import resolve_model
+from keel.tracking.client import client as tracking
+from keel.serving.predict import check_output, score_files
+from keel.tracking.registry import resolve_model
 from tasks import REMOTE, RESUMABLE, redacted_errors
 
 

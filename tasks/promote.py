@@ -3,8 +3,8 @@
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from keel.pipeline import promote_stage
-from keel.promotion import PromotionPolicy
+from keel.stages.pipeline import promote_stage
+from keel.tracking.promotion import PromotionPolicy
 from tasks import REMOTE, redacted_errors
 
 

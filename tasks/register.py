@@ -3,7 +3,7 @@
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from keel.pipeline import register_stage
+from keel.stages.pipeline import register_stage
 from tasks import REMOTE, redacted_errors
 
 

@@ -2,8 +2,8 @@
 
 from prefect import get_run_logger, task
 
-from keel.config import TrainConfig
-from keel.pipeline import prepare_tracking_stage, start_run_stage, train_stage
+from keel.core.config import TrainConfig
+from keel.stages.pipeline import prepare_tracking_stage, start_run_stage, train_stage
 from tasks import REMOTE, RESUMABLE, redacted_errors
 
 

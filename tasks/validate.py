@@ -5,8 +5,8 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from keel.errors import DataValidationError
-from keel.pipeline import validate_stage
+from keel.core.errors import DataValidationError
+from keel.stages.pipeline import validate_stage
 from tasks import redacted_errors
 
 

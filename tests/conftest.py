@@ -78,9 +78,9 @@ def registered_model(tmp_path_factory, small_rows):
     """A model trained 1 epoch on the 480-row subset and registered (v1, champion) in its own
     embedded store. KEEL_HOME points at that store for the whole session unless a test sets
     its own with `keel_home`."""
-    from keel import pipeline
-    from keel.config import TrainConfig
-    from keel.promotion import PromotionPolicy
+    from keel.stages import pipeline
+    from keel.core.config import TrainConfig
+    from keel.tracking.promotion import PromotionPolicy
 
     home = tmp_path_factory.mktemp("registry-home")
     patch = pytest.MonkeyPatch()

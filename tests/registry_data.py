@@ -23,10 +23,11 @@ def model_config() -> dict:
 
 
 def register_small_model(rows: pd.DataFrame, name: str = "keel-trust", seed: int = 0) -> dict:
-    """A freshly initialised CNN logged and registered by keel.registry (as register_stage does),
+    """A freshly initialised CNN logged and registered by keel.tracking.registry (as register_stage does),
     made champion. Returns its name, version, run id and the torch model."""
-    from keel import registry, tracking
-    from keel.models import build_model
+    from keel.tracking.client import registry
+    from keel.tracking.client import client as tracking
+    from keel.models.networks import build_model
 
     torch.manual_seed(seed)
     model = build_model("cnn", 1, 28, 28, len(LABELS)).eval()
@@ -42,8 +43,8 @@ def register_small_model(rows: pd.DataFrame, name: str = "keel-trust", seed: int
 def artifact_folder(name: str, version: str) -> Path:
     """Where the embedded store keeps the version's files: what an attacker with write access
     to the artifact store (and nothing else) can change."""
-    from keel import tracking
-    from keel.io import local_path
+    from keel.tracking.client import client as tracking
+    from keel.core.io import local_path
 
     folder = local_path(tracking.client().get_model_version_download_uri(name, version))
     assert (folder / "MLmodel").exists(), folder

@@ -28,7 +28,7 @@ def test_an_unreadable_file_fails_once_without_retries(tmp_path, small_rows, reg
     """A user's mistake is not an outage: the flow fails at once, naming the file."""
     import time
 
-    from keel.errors import DatasetError
+    from keel.core.errors import DatasetError
 
     broken = tmp_path / "broken.csv.gz"
     small_rows.head(30).to_csv(broken, index=False, compression="gzip")
@@ -46,7 +46,7 @@ def test_keel_predict_refuses_a_tampered_version_once_and_runs_nothing(tmp_path,
     task runs once (no retries), and the payload never runs."""
     from prefect.client.orchestration import get_client
 
-    from flows.cli import main
+    from cli.main import main
     from tests.registry_data import artifact_folder, crafted_pickle, register_small_model
 
     name = "keel-tampered-scoring"
@@ -69,7 +69,7 @@ def test_keel_predict_refuses_a_tampered_version_once_and_runs_nothing(tmp_path,
 
 def test_an_output_that_is_the_input_exits_2_and_leaves_the_input_alone(tmp_path, small_rows, registered_model, capsys):
     """`keel predict --input same.csv --output same.csv` used to replace the input with a parquet."""
-    from flows.cli import main
+    from cli.main import main
 
     source = tmp_path / "same.csv"
     small_rows.head(20).to_csv(source, index=False)

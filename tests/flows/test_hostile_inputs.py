@@ -30,8 +30,8 @@ from typing import Callable
 import pandas as pd
 import pytest
 
-from flows.cli import main
-from flows.stack import free_port
+from cli.main import main
+from ops.stack import free_port
 from tests.incoming_data import REPO, clean_batch
 
 pytestmark = pytest.mark.flows

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.stack import free_port
+from ops.stack import free_port
 from flows.training import training_flow
-from keel.config import TrainConfig
-from keel.errors import DatasetError
-from keel.promotion import PromotionPolicy
+from keel.core.config import TrainConfig
+from keel.core.errors import DatasetError
+from keel.tracking.promotion import PromotionPolicy
 from tests import servers
 from tests.conftest import write_dataset_config
 
@@ -183,7 +183,7 @@ def test_flows_refuse_urls_that_carry_credentials(tmp_path):
     from flows.batch_predict import batch_predict_flow
     from flows.validate_incoming import validate_incoming_flow
     from flows.watch import watch
-    from keel.errors import ConfigError
+    from keel.core.errors import ConfigError
 
     secret = "REFUSED-PW-456"  # not the planted password: Prefect does store these parameters
     url = f"https://user:{secret}@data.example/landing/batch.csv"

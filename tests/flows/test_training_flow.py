@@ -11,12 +11,12 @@ import mlflow
 import numpy as np
 import pytest
 
-from flows.cli import summary
+from cli.main import summary
 from flows.training import training_flow
-from keel import tracking
-from keel.config import TrainConfig
-from keel.errors import DataValidationError
-from keel.promotion import PromotionPolicy, current_version, history
+from keel.tracking.client import client as tracking
+from keel.core.config import TrainConfig
+from keel.core.errors import DataValidationError
+from keel.tracking.promotion import PromotionPolicy, current_version, history
 from tests.bad_data import CASES
 from tests.conftest import REPO, stratified_rows, write_dataset_config
 
@@ -139,7 +139,7 @@ import sys, time
 from pathlib import Path
 import great_expectations, torch  # noqa: F401
 import flows.training  # noqa: F401
-from flows.cli import entry
+from cli.main import entry
 root, pattern = Path(sys.argv[1]), sys.argv[2]
 while not list(root.glob(pattern)):
     time.sleep(0.02)

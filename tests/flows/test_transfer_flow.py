@@ -7,9 +7,9 @@ import mlflow
 import pandas as pd
 import torch
 
-from flows.cli import main
-from keel import tracking
-from keel.promotion import current_version
+from cli.main import main
+from keel.tracking.client import client as tracking
+from keel.tracking.promotion import current_version
 from tests.flows.test_training_flow import _artifact_keys
 from tests.image_data import fruits_config, plant_bad_files, small_fruits
 

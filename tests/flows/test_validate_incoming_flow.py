@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from flows.cli import main
+from cli.main import main
 from tests.conftest import write_dataset_config
 from tests.incoming_data import REPO, clean_batch
 
@@ -37,9 +37,9 @@ def test_exit_codes(tmp_path, keel_home):
 
 
 def test_profile_then_validate_then_curate_then_train_on_the_new_version(tmp_path, keel_home, small_rows):
-    from keel import tracking
-    from keel.datasets import ingest
-    from keel.config import load_dataset_config
+    from keel.tracking.client import client as tracking
+    from keel.data.datasets import ingest
+    from keel.core.config import load_dataset_config
 
     base = tmp_path / "base.csv"
     small_rows.to_csv(base, index=False)
@@ -63,7 +63,7 @@ def test_profile_then_validate_then_curate_then_train_on_the_new_version(tmp_pat
 
     # The next retraining picks the curated version up, validated by the same suite.
     from flows.training import training_flow
-    from keel.config import TrainConfig
+    from keel.core.config import TrainConfig
 
     result = training_flow(dataset_config=str(config_path), train=TrainConfig(epochs=1, batch_size=64))
     assert result["version"]["version"] == curated.id and result["validation"]["success"]

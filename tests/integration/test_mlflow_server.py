@@ -4,11 +4,12 @@
 import mlflow
 import pytest
 
-from flows.stack import Stack, StackSettings, check_mlflow_credentials, free_port, spawn, stop, wait_healthy
-from keel import pipeline, tracking
-from keel.config import TrainConfig
-from keel.errors import KeelError
-from keel.promotion import PromotionPolicy, current_version
+from ops.stack import Stack, StackSettings, check_mlflow_credentials, free_port, spawn, stop, wait_healthy
+from keel.stages import pipeline
+from keel.tracking.client import client as tracking
+from keel.core.config import TrainConfig
+from keel.core.errors import KeelError
+from keel.tracking.promotion import PromotionPolicy, current_version
 from tests import servers
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def test_training_stages_register_and_promote_on_a_tracking_server(mlflow_server
     predictions = mlflow.pyfunc.load_model(f"models:/{registered['name']}@champion").predict(small_rows.head(3))
     assert len(predictions) == 3
     # Keel's own loader: every file, downloaded through the server's artifact proxy, matches the manifest.
-    from keel.registry import load_registered
+    from keel.tracking.registry import load_registered
 
     verified = load_registered(f"models:/{registered['name']}@champion").predict(None, small_rows.head(3))
     assert verified["label"].tolist() == predictions["label"].tolist()

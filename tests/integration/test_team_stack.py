@@ -1,6 +1,6 @@
 """The team stack for real: PostgreSQL databases on 127.0.0.1, a Prefect server and an MLflow
 server (served artifacts) on free loopback ports, a process worker per pool, deployments from
-prefect.yaml, and the landing watcher, all started by `keel stack` (flows/stack.py) and
+prefect.yaml, and the landing watcher, all started by `keel stack` (ops/stack.py) and
 stopped by their recorded process ids at the end, even when a test fails.
 
 Both servers require the stack's generated credentials (MLflow's basic-auth app, Prefect's
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.stack import (
+from ops.stack import (
     POOLS,
     SERVER_ONLY_ENV,
     Stack,
@@ -175,8 +175,8 @@ def test_both_servers_refuse_requests_without_the_stack_credentials(team):
 
 
 def test_training_then_scoring_deployments(team):
-    from keel import tracking
-    from keel.promotion import current_version
+    from keel.tracking.client import client as tracking
+    from keel.tracking.promotion import current_version
 
     # 4 epochs of 16-row batches: a model with clear answers (one epoch of 64 is near-uniform).
     trained = run(TRAINING, train_params(team, "keel-team", epochs=4, batch_size=16))
@@ -237,7 +237,7 @@ def test_a_landed_file_triggers_validation(team):
 
 
 def test_training_survives_a_20_second_mlflow_outage(team):
-    from keel import tracking
+    from keel.tracking.client import client as tracking
 
     stack = team["stack"]
     flow_run = run(TRAINING, train_params(team, "keel-outage", epochs=6, batch_size=16), wait=False)
@@ -259,7 +259,7 @@ def test_training_survives_a_20_second_mlflow_outage(team):
 
 
 def test_a_killed_worker_leaves_a_crashed_run_and_the_next_run_resumes(team):
-    from keel import tracking
+    from keel.tracking.client import client as tracking
 
     stack = team["stack"]
     params = train_params(team, "keel-crash", epochs=12, batch_size=16)

@@ -1,8 +1,8 @@
 import torch
 
-from keel.augment import augment_batch
-from keel.config import AugmentConfig
-from keel.models import Dropout, build_model
+from keel.data.augment import augment_batch
+from keel.core.config import AugmentConfig
+from keel.models.networks import Dropout, build_model
 
 
 def _images(n=16):
@@ -63,7 +63,7 @@ def test_conv_block_matches_the_course_order():
     """Pool-then-ReLU (and no Dropout(0)) computes exactly what the course's block computes."""
     from torch import nn
 
-    from keel.models import ConvBlock
+    from keel.models.networks import ConvBlock
 
     torch.manual_seed(0)
     block = ConvBlock(1, 25, 0.0).eval()

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from keel.errors import ConfigError
-from keel.transfer import BACKBONES, build_transfer, cached_weights_path
+from keel.core.errors import ConfigError
+from keel.training.transfer import BACKBONES, build_transfer, cached_weights_path
 
 
 def _saved_weights(tmp_path, name="mobilenet_v3_small"):
@@ -69,9 +69,9 @@ def test_an_unknown_backbone_is_a_config_error():
 
 
 def test_an_interrupted_fine_tuning_resumes_after_its_last_checkpoint(tmp_path, keel_home):
-    from keel.config import TrainConfig, load_dataset_config
-    from keel.datasets import ingest
-    from keel.transfer import fit_transfer
+    from keel.core.config import TrainConfig, load_dataset_config
+    from keel.data.datasets import ingest
+    from keel.training.transfer import fit_transfer
     from tests.image_data import fruits_config, small_fruits
 
     root = small_fruits(tmp_path / "photos")

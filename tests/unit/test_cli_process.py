@@ -34,7 +34,7 @@ def _server_child(process: subprocess.Popen, timeout: float = 60) -> psutil.Proc
 def test_temporary_prefect_api_dies_with_a_killed_command(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env["KEEL_HOME"] = str(tmp_path)
-    command = [sys.executable, "-m", "flows.cli", "predict", "--model", "no-such-model",
+    command = [sys.executable, "-m", "cli.main", "predict", "--model", "no-such-model",
                "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / "out.parquet")]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = _server_child(process)

@@ -1,6 +1,6 @@
 """The team stack's files agree with each other and with the code: docker-compose.yml,
 Dockerfile, .dockerignore, .env.example, docker/postgres-init.sql, prefect.yaml and
-flows.stack.POOLS. Docker cannot run here, so everything is checked by parsing."""
+ops.stack.POOLS. Docker cannot run here, so everything is checked by parsing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from flows.stack import POOLS
+from ops.stack import POOLS
 from tests.conftest import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -207,7 +207,7 @@ def test_worker_pools_match_prefect_yaml_and_stack():
     deployed = {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]}
     assert set(pools.values()) == deployed == set(POOLS)
     for name in pools:
-        assert option(name, "--type") == "process"  # the type flows.stack creates the pools with
+        assert option(name, "--type") == "process"  # the type ops.stack creates the pools with
         assert "--with-healthcheck" in args(name)
     assert deployment("flows/training.py:training_flow")["work_pool"]["name"] == "gpu"
     assert deployment("flows/batch_predict.py:batch_predict_flow")["work_pool"]["name"] == "cpu"
@@ -378,7 +378,7 @@ def test_dockerfile_ships_the_packages_and_the_project_dir():
         assert not dockerignored(source), f".dockerignore excludes {source}, which the Dockerfile copies"
     workdir = dockerfile_workdir()
     assert dockerfile_env()["KEEL_PROJECT_DIR"] == workdir
-    # flows.stack finds prefect.yaml from its own file (PROJECT_DIR): the packages must be
+    # ops.stack finds prefect.yaml from its own file (PROJECT_DIR): the packages must be
     # installed editable from WORKDIR, not copied into site-packages.
     installs = [rest for instruction, rest in dockerfile_instructions()
                 if instruction == "RUN" and "pip install" in rest]
@@ -399,7 +399,7 @@ def test_dockerfile_ships_the_packages_and_the_project_dir():
     ("data/versions", True), ("data/checkpoints", True), ("data/curated", True), ("reports", True),
     ("tests", True), ("benchmarks", True), ("keel/__pycache__", True), (".keel-stack", True), (".keel-watch", True), (".env", True),
     ("docker/mlflow-auth.ini", True),
-    ("data/sign-mnist/sign_mnist_train.csv.gz", False), ("keel/train.py", False),
+    ("data/sign-mnist/sign_mnist_train.csv.gz", False), ("keel/training/train.py", False),
 ])
 def test_dockerignore_keeps_run_outputs_out(path, ignored):
     assert dockerignored(path) == ignored

@@ -1,7 +1,7 @@
 import pytest
 
-from keel.config import TrainConfig, load_dataset_config
-from keel.errors import ConfigError
+from keel.core.config import TrainConfig, load_dataset_config
+from keel.core.errors import ConfigError
 from tests.conftest import REPO
 
 

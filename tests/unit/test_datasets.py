@@ -4,10 +4,10 @@ import struct
 import numpy as np
 import pytest
 
-from keel.config import load_dataset_config
-from keel.datasets import class_indices, ingest
-from keel.errors import DatasetError
-from keel.splits import stratified_split
+from keel.core.config import load_dataset_config
+from keel.data.datasets import class_indices, ingest
+from keel.core.errors import DatasetError
+from keel.data.splits import stratified_split
 from tests.conftest import images_of, write_dataset_config
 
 
@@ -123,8 +123,8 @@ def _bom_csv(path, rows):
 
 
 def test_a_byte_order_mark_is_accepted_by_every_csv_reader(tmp_path, small_rows):
-    from keel.incoming import read_batch
-    from keel.predict import read_table
+    from keel.validation.incoming import read_batch
+    from keel.serving.predict import read_table
 
     plain, bom = tmp_path / "plain.csv", _bom_csv(tmp_path / "bom.csv", small_rows)
     small_rows.to_csv(plain, index=False)
@@ -154,8 +154,8 @@ def test_a_quoted_header_is_read_like_a_plain_one(tmp_path, small_rows):
 
 @pytest.mark.parametrize("column", ["pixel5", "label"])
 def test_a_repeated_header_column_names_the_file_and_the_column(tmp_path, small_rows, column):
-    from keel.incoming import read_batch
-    from keel.predict import read_table
+    from keel.validation.incoming import read_batch
+    from keel.serving.predict import read_table
 
     text = small_rows.to_csv(index=False).splitlines()
     header = text[0].split(",")
@@ -185,7 +185,7 @@ def test_a_repeated_header_column_names_the_file_and_the_column(tmp_path, small_
     pytest.param(b"\0\0\x42\x01\0\0\0\x01" + b"a", r"element type 0x42 is not an IDX type", id="unknown-type"),
 ])
 def test_an_impossible_idx_header_names_the_file_and_the_problem(data, reason):
-    from keel.datasets import parse_idx_array
+    from keel.data.datasets import parse_idx_array
 
     with pytest.raises(DatasetError, match=r"^f\.idx: .*" + reason):
         parse_idx_array("f.idx", data)
@@ -204,7 +204,7 @@ def test_an_impossible_idx_header_stops_ingest_with_the_file_name(tmp_path):
 def test_a_refused_connection_says_so_and_is_not_retried(tmp_path):
     import socket
 
-    from keel.io import read_bytes
+    from keel.core.io import read_bytes
     from tasks import retry_unless_user_error
 
     with socket.socket() as probe:  # a port that nothing listens on: bound, then closed
@@ -225,7 +225,7 @@ def test_a_refused_connection_says_so_and_is_not_retried(tmp_path):
 
 
 def test_a_host_name_that_does_not_resolve_says_so():
-    from keel.io import read_bytes
+    from keel.core.io import read_bytes
 
     with pytest.raises(DatasetError, match=r"nosuch\.invalid/rows\.csv: the host name nosuch\.invalid cannot be resolved"):
         read_bytes("http://nosuch.invalid/rows.csv")  # .invalid never resolves (RFC 6761)

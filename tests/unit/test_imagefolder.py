@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from keel.config import load_dataset_config
-from keel.datasets import ingest
-from keel.errors import ConfigError, DatasetError
+from keel.core.config import load_dataset_config
+from keel.data.datasets import ingest
+from keel.core.errors import ConfigError, DatasetError
 from tests.image_data import CLASSES, fruits_config, plant_bad_files, small_fruits
 
 
@@ -88,7 +88,7 @@ def test_missing_folder_and_too_few_classes_are_clear_errors(tmp_path):
 
 
 def test_validation_passes_clean_photos_and_fails_a_leak_across_splits(tmp_path):
-    from keel.validation import validate_version
+    from keel.validation.checks import validate_version
 
     root = small_fruits(tmp_path / "photos")
     config = load_dataset_config(fruits_config(tmp_path, root))
@@ -140,7 +140,7 @@ def test_a_link_out_of_the_dataset_is_quarantined_and_a_link_inside_is_a_duplica
 
 
 def test_a_linked_folder_is_one_quarantined_entry_and_the_rest_ingests(tmp_path):
-    from keel.io import FOLDER_LINK
+    from keel.core.io import FOLDER_LINK
 
     root = small_fruits(tmp_path / "photos")
     outside = _outside_photo(tmp_path).parent
@@ -164,7 +164,7 @@ def test_a_linked_folder_is_one_quarantined_entry_and_the_rest_ingests(tmp_path)
 
 
 def test_odd_but_legal_names_are_ingested_and_skipped_hidden_files_are_counted(tmp_path):
-    from keel.io import is_hidden
+    from keel.core.io import is_hidden
 
     root = small_fruits(tmp_path / "photos")
     apples = root / "train" / "freshapples"

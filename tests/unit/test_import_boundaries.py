@@ -18,7 +18,7 @@ def test_keel_imports_without_prefect():
 
 def test_importing_keel_creates_no_folders(tmp_path):
     """No import-time side effects: importing every module writes nothing to the working directory."""
-    code = "import keel.pipeline, keel.registry, keel.tracking, keel.validation"
+    code = "import keel.stages.pipeline, keel.tracking.registry, keel.tracking.client, keel.validation.checks"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "KEEL_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr

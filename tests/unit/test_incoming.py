@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel.config import load_dataset_config
-from keel.errors import DatasetError, KeelError
-from keel.incoming import curate_batch, validate_batch
+from keel.core.config import load_dataset_config
+from keel.core.errors import DatasetError, KeelError
+from keel.validation.incoming import curate_batch, validate_batch
 from tests.incoming_data import ALSO_CAUGHT_BY, CASES, PLANTED_ROWS, REPO, clean_batch
 
 CONFIG = REPO / "conf" / "datasets" / "sign-mnist.yaml"
@@ -124,7 +124,7 @@ def test_an_accepted_batch_becomes_a_new_dataset_version_and_a_rejected_one_chan
     assert curated["added"] and curated["rows"] == 480 + 100 and curated["batches"] == 1
     assert curate_batch(config, tmp_path / "ok")["version"] == curated["version"]  # idempotent
 
-    from keel.datasets import ingest
+    from keel.data.datasets import ingest
 
     version = ingest(config).version
     assert version.id == curated["version"] and version.meta["curated_batches"][0]["validation"]["verdict"] == "accepted"
@@ -149,7 +149,7 @@ def _csv(folder, frame):
 def test_an_existing_folder_that_is_not_a_keel_report_is_refused_and_kept(tmp_path, config):
     import subprocess
 
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
 
     path = tmp_path / "clean.csv"
     clean_batch().to_csv(path, index=False)
@@ -181,7 +181,7 @@ def test_an_existing_folder_that_is_not_a_keel_report_is_refused_and_kept(tmp_pa
 
 def test_a_report_folder_that_cannot_be_written_fails_before_any_work(tmp_path, config):
     """Checked before the input is even read (it does not exist here)."""
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
     from tests.filesystems import read_only_folder
 
     (tmp_path / "a-file").write_text("not a folder")
@@ -193,7 +193,7 @@ def test_a_report_folder_that_cannot_be_written_fails_before_any_work(tmp_path, 
 
 
 def test_a_full_disk_while_writing_the_report_is_an_output_error_naming_the_folder(tmp_path, config):
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
     from tests.filesystems import full_folder
 
     path = tmp_path / "clean.csv"

@@ -2,9 +2,9 @@
 
 import yaml
 
-from keel.config import load_dataset_config
-from keel.incoming import validate_batch
-from keel.landing import LandingWatcher, pending_files
+from keel.core.config import load_dataset_config
+from keel.validation.incoming import validate_batch
+from keel.data.landing import LandingWatcher, pending_files
 from tests.incoming_data import REPO, clean_batch
 
 SIGN_MNIST = REPO / "conf" / "datasets" / "sign-mnist.yaml"

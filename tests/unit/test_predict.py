@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from keel import tracking
-from keel.errors import DatasetError
-from keel.predict import score_files
+from keel.tracking.client import client as tracking
+from keel.core.errors import DatasetError
+from keel.serving.predict import score_files
 from tests.conftest import REPO
 
 
@@ -108,7 +108,7 @@ def test_a_job_killed_while_writing_leaves_no_output(tmp_path, batch, model_name
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "pd.DataFrame.to_parquet = dying_write\n"
         "from keel import tracking\n"
-        "from keel.predict import score_files\n"
+        "from keel.serving.predict import score_files\n"
         f"score_files(tracking.client(), {model_name!r}, {str(batch)!r}, {str(out)!r})\n"
     )
     env = {**os.environ, "KEEL_HOME": str(registered_model["home"])}
@@ -183,9 +183,9 @@ def test_a_folder_of_photos_is_listed_by_the_rules_of_image_folder_ingest(tmp_pa
     a failed job), an odd but legal name ("...jpg") is scored, hidden junk is skipped."""
     import shutil
 
-    from keel.io import FOLDER_LINK, LINK_OUTSIDE
-    from keel.models import build_model
-    from keel.registry import log_pixel_classifier, register
+    from keel.core.io import FOLDER_LINK, LINK_OUTSIDE
+    from keel.models.networks import build_model
+    from keel.tracking.registry import log_pixel_classifier, register
     from tests.image_data import CLASSES, FRUITS
 
     photos = sorted((FRUITS / "valid" / "freshapples").iterdir())
@@ -233,7 +233,7 @@ def test_an_output_that_is_the_input_or_inside_the_input_folder_is_refused(tmp_p
     """Refused before any work (the model named here does not even exist), input untouched."""
     import fsspec
 
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
 
     before = batch.read_bytes()
     for output in (batch, batch.parent / ".." / "in" / "batch.csv"):
@@ -258,7 +258,7 @@ def test_an_output_that_is_the_input_or_inside_the_input_folder_is_refused(tmp_p
 def test_an_existing_file_keel_did_not_write_is_never_replaced(tmp_path, batch, model_name):
     """A user's file at --output (or at its errors name) is refused before any work; Keel's own
     earlier output, named by its manifest, is replaced as a daily job expects."""
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
 
     out = tmp_path / "out" / "preds.csv"
     out.parent.mkdir()
@@ -283,7 +283,7 @@ def test_an_existing_file_keel_did_not_write_is_never_replaced(tmp_path, batch, 
 
 
 def test_an_output_on_a_missing_drive_is_refused_and_no_mount_point_is_made(batch, keel_home):
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
 
     for root in ("/mnt", "/"):
         drive = Path(root) / f"keel-unplugged-{os.getpid()}"
@@ -296,7 +296,7 @@ def test_an_output_on_a_missing_drive_is_refused_and_no_mount_point_is_made(batc
 def test_a_known_extension_that_contradicts_the_format_is_refused(tmp_path, batch, model_name):
     import gzip
 
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
 
     for name, fmt in (("p.parquet", "csv"), ("p.csv", "parquet"), ("p.jsonl", "csv"), ("p.parquet.gz", "csv"),
                       ("p.csv.gz", "jsonl"), ("p.gz", "parquet")):
@@ -329,7 +329,7 @@ def test_a_header_only_file_gives_an_empty_output_with_the_full_schema(tmp_path,
 
 def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path, batch, keel_home):
     """Checked before the model is looked up (it does not exist here) and before any scoring."""
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
     from tests.filesystems import read_only_folder
 
     (tmp_path / "a-file").write_text("not a folder")
@@ -344,7 +344,7 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
 
 
 def test_a_full_disk_while_writing_is_an_output_error_naming_the_folder(tmp_path, batch, model_name):
-    from keel.errors import OutputError
+    from keel.core.errors import OutputError
     from tests.filesystems import full_folder
 
     with full_folder(tmp_path / "full") as full:
@@ -358,12 +358,12 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write_and_nothin
     the same output removes it, and only it: a live writer's, other outputs' and other names stay."""
     import re
 
-    from keel.io import atomic_path
+    from keel.core.io import atomic_path
 
     out = tmp_path / "preds.parquet"
     writer = ("import os, signal, sys, time\n"
               "from pathlib import Path\n"
-              "from keel.io import atomic_path\n"
+              "from keel.core.io import atomic_path\n"
               "with atomic_path(Path(sys.argv[1])) as tmp:\n"
               "    tmp.write_bytes(b'PAR1 half a file')\n"
               "    print(tmp.name, flush=True)\n"

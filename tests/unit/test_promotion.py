@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from keel import pipeline, tracking
-from keel.datasets import DatasetVersion, class_indices
-from keel.evaluate import classification_metrics
-from keel.promotion import (CHAMPION, AliasConflict, PromotionError, PromotionPolicy, current_version, decide,
+from keel.stages import pipeline
+
+from keel.tracking.client import client as tracking
+from keel.data.datasets import DatasetVersion, class_indices
+from keel.training.evaluate import classification_metrics
+from keel.tracking.promotion import (CHAMPION, AliasConflict, PromotionError, PromotionPolicy, current_version, decide,
                             history, move_alias, rollback)
 
 POLICY = PromotionPolicy(floor=0.9, max_recall_drop=0.02)
@@ -145,7 +147,7 @@ def test_policy_fields():
 def three_versions(registered_model):
     """The session's trained model registered three more times under a fresh name (by Keel, which
     records the files' manifest: the gate loads only such versions)."""
-    from keel.registry import register
+    from keel.tracking.registry import register
 
     client = tracking.client()
     source = client.get_model_version(registered_model["registered"]["name"], "1")

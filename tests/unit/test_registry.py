@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from keel import tracking
+from keel.tracking.client import client as tracking
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_embedded_store_lives_in_mlruns(registered, registry_home):
 
 
 # --------------------------------------------------------------------------- a trusted registry
-# Every test registers its own version through keel.registry in one store for this module (a
+# Every test registers its own version through keel.tracking.registry in one store for this module (a
 # fresh database costs seconds); an attacker who can write the artifact store (and nothing else)
 # then changes its files.
 
@@ -97,7 +97,7 @@ def trusted(trust_home, small_rows, request):
 
 
 def _load(version: dict, reference: str | None = None):
-    from keel.registry import load_registered
+    from keel.tracking.registry import load_registered
 
     return load_registered(reference or f"models:/{version['name']}/{version['version']}")
 
@@ -106,7 +106,7 @@ def test_registration_records_every_file_and_an_untampered_version_loads_and_pre
     import hashlib
     import json
 
-    from keel import trust
+    from keel.tracking.client import trust
     from tests.registry_data import artifact_folder
 
     tags = tracking.client().get_model_version(trusted["name"], trusted["version"]).tags
@@ -115,7 +115,7 @@ def test_registration_records_every_file_and_an_untampered_version_loads_and_pre
     on_disk = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in folder.rglob("*") if p.is_file()}
     assert manifest["files"] == on_disk and manifest["model"] == trusted["name"]
-    assert {"MLmodel", "artifacts/weights.pt", "artifacts/model_config.json", "code/keel/registry.py"} <= set(on_disk)
+    assert {"MLmodel", "artifacts/weights.pt", "artifacts/model_config.json", "code/keel/tracking/registry.py"} <= set(on_disk)
     assert tags[trust.DIGEST_TAG] == hashlib.sha256(tags[trust.MANIFEST_TAG].encode()).hexdigest()
     assert trust.SIGNATURE_TAG not in tags  # no team key set
 
@@ -131,7 +131,7 @@ def test_registration_records_every_file_and_an_untampered_version_loads_and_pre
 def test_a_planted_pickle_is_refused_and_never_runs(trusted, tmp_path):
     import pickle
 
-    from keel.errors import UntrustedModelError
+    from keel.core.errors import UntrustedModelError
     from tests.registry_data import artifact_folder, crafted_pickle
 
     proof = tmp_path / "the-payload-is-live"
@@ -173,7 +173,7 @@ def test_the_logged_model_holds_no_pickle_and_mlflow_loads_it_with_pickle_disall
 
 
 def test_a_version_registered_by_hand_is_refused(trusted):
-    from keel.errors import UntrustedModelError
+    from keel.core.errors import UntrustedModelError
 
     client = tracking.client()
     mlflow.register_model(trusted["model_uri"], "by-hand")  # the same files, without Keel's manifest
@@ -186,7 +186,7 @@ def test_a_version_registered_by_hand_is_refused(trusted):
 def test_an_added_or_removed_file_is_refused(trusted, tmp_path):
     import shutil
 
-    from keel.errors import UntrustedModelError
+    from keel.core.errors import UntrustedModelError
     from tests.registry_data import artifact_folder, crafted_pickle
 
     folder = artifact_folder(trusted["name"], trusted["version"])
@@ -221,8 +221,8 @@ def test_an_added_or_removed_file_is_refused(trusted, tmp_path):
 def test_edited_manifest_tags_are_refused(trusted):
     import json
 
-    from keel import trust
-    from keel.errors import UntrustedModelError
+    from keel.tracking.client import trust
+    from keel.core.errors import UntrustedModelError
     from tests.registry_data import artifact_folder
 
     client = tracking.client()
@@ -237,8 +237,8 @@ def test_edited_manifest_tags_are_refused(trusted):
 
 
 def test_a_signed_version_loads_only_with_its_team_key(trust_home, small_rows, monkeypatch):
-    from keel import trust
-    from keel.errors import ConfigError, UntrustedModelError
+    from keel.tracking.client import trust
+    from keel.core.errors import ConfigError, UntrustedModelError
     from tests.registry_data import register_small_model
 
     team_key, other_key = "team-key-" + "a" * 32, "other-key-" + "b" * 32
@@ -269,8 +269,8 @@ def test_a_signed_version_loads_only_with_its_team_key(trust_home, small_rows, m
 
 
 def test_rotating_the_team_key(trust_home, small_rows, monkeypatch):
-    from keel import trust
-    from keel.errors import UntrustedModelError
+    from keel.tracking.client import trust
+    from keel.core.errors import UntrustedModelError
     from tests.registry_data import artifact_folder, register_small_model
 
     old_key, new_key = "old-key-" + "c" * 32, "new-key-" + "d" * 32
@@ -280,7 +280,7 @@ def test_rotating_the_team_key(trust_home, small_rows, monkeypatch):
     monkeypatch.setenv("KEEL_SIGNING_KEY_PREVIOUS", old_key)
     _load(version)  # the old key still verifies
     client = tracking.client()
-    from flows.cli import main
+    from cli.main import main
 
     assert main(["sign", "keel-rotated", "1"]) == 0  # `keel sign`: trust.sign_version
     assert client.get_model_version("keel-rotated", "1").tags[trust.KEY_ID_TAG] == trust.key_id(new_key.encode())
@@ -305,5 +305,5 @@ def test_every_registry_load_goes_through_the_verified_loader():
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
             if name in loaders:
                 found.add(f"{path.relative_to(root).as_posix()}: {name}")
-    # registry.py: log_* check the model they log; load_registered loads what keel.trust verified.
-    assert found == {"keel/trust.py: download_artifacts", "keel/registry.py: load_context"}
+    # registry.py: log_* check the model they log; load_registered loads what keel.tracking.trust verified.
+    assert found == {"keel/tracking/trust.py: download_artifacts", "keel/tracking/registry.py: load_context"}

@@ -1,4 +1,4 @@
-"""keel.secrets: what redact() masks and leaves alone, exceptions masked in place, and the
+"""keel.core.secrets: what redact() masks and leaves alone, exceptions masked in place, and the
 places in the library that use it (errors, the version store, artifact links, MLflow params)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from keel.errors import ConfigError, DatasetError
-from keel.io import refuse_credentials
-from keel.secrets import (
+from keel.core.errors import ConfigError, DatasetError
+from keel.core.io import refuse_credentials
+from keel.core.secrets import (
     install_log_redaction,
     redact,
     redact_data,
@@ -102,7 +102,7 @@ def test_log_records_and_their_exceptions_are_masked(caplog):
 
 
 def test_artifact_links_carry_no_credentials(monkeypatch):
-    from keel import tracking
+    from keel.tracking.client import client as tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:PLANTED@127.0.0.1:5000")
     url = tracking.artifact_url("abc", "/tmp/x/evaluation_confusion_matrix.png", "evaluation")
@@ -110,8 +110,8 @@ def test_artifact_links_carry_no_credentials(monkeypatch):
 
 
 def test_mlflow_params_are_masked():
-    from keel.config import TrainConfig
-    from keel.pipeline import _params
+    from keel.core.config import TrainConfig
+    from keel.stages.pipeline import _params
 
     params = {p.key: p.value for p in _params(TrainConfig(weights="https://user:PLANTED@host/w.pth"), "d", "v")}
     assert params["weights"] == "https://user:***@host/w.pth"
@@ -123,8 +123,8 @@ def test_version_store_names_sources_without_credentials(tmp_path, small_rows):
     import http.server
     import threading
 
-    from keel.config import load_dataset_config
-    from keel.datasets import DatasetVersion, ingest
+    from keel.core.config import load_dataset_config
+    from keel.data.datasets import DatasetVersion, ingest
     from tests.conftest import write_dataset_config
 
     body = small_rows.to_csv(index=False).encode()

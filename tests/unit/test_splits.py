@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
-from keel.config import load_dataset_config
-from keel.datasets import ingest
-from keel.errors import ConfigError, DatasetError
-from keel.neardup import PixelFeatures, group_ids
-from keel.splits import stratified_group_split
-from keel.validation import validate_version
+from keel.core.config import load_dataset_config
+from keel.data.datasets import ingest
+from keel.core.errors import ConfigError, DatasetError
+from keel.data.neardup import PixelFeatures, group_ids
+from keel.data.splits import stratified_group_split
+from keel.validation.checks import validate_version
 from tests.conftest import images_of, stratified_rows, write_dataset_config
 from tests.image_data import fruits_config, small_fruits
 

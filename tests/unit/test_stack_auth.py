@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from flows.stack import (
+from ops.stack import (
     CLIENT_CREDENTIALS,
     SERVER_ONLY_ENV,
     Stack,
@@ -23,7 +23,7 @@ from flows.stack import (
     stack_credentials,
     write_env_file,
 )
-from keel.errors import KeelError
+from keel.core.errors import KeelError
 
 DB_PASSWORD = "pg-S3cret-4711"
 POSTGRES = f"postgresql://keel:{DB_PASSWORD}@127.0.0.1:5432"

@@ -4,7 +4,7 @@ children a service forked into other sessions (as a worker's flow runs are)."""
 import sys
 import time
 
-from flows.stack import Service, _pid_alive, alive, descendants, spawn, stop
+from ops.stack import Service, _pid_alive, alive, descendants, spawn, stop
 
 # A parent that starts a child in its own session (like a Prefect worker's flow-run process).
 PARENT = """

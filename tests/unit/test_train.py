@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from keel.config import TrainConfig, load_dataset_config
-from keel.datasets import ingest
-from keel.evaluate import classification_metrics
-from keel.pipeline import hold_run_lock, release_run_lock
-from keel.train import fit, predict_logits, select_precision, training_splits
+from keel.core.config import TrainConfig, load_dataset_config
+from keel.data.datasets import ingest
+from keel.training.evaluate import classification_metrics
+from keel.stages.pipeline import hold_run_lock, release_run_lock
+from keel.training.train import fit, predict_logits, select_precision, training_splits
 from tests.conftest import REPO
 
 
@@ -90,10 +90,10 @@ def test_metrics_on_a_hand_checked_example():
 
 
 def test_time_budget_plans_the_schedule_over_the_epochs_that_fit(splits, monkeypatch):
-    import keel.train
+    import keel.training.train
 
     train, validation = splits
-    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # 35 s fit 3 epochs
+    monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # 35 s fit 3 epochs
     config = TrainConfig(epochs=40, time_budget=35, batch_size=64, patience=100)
     result = fit(train, validation, 24, config, progress=False)
     assert result.planned_epochs == 3 and result.epochs_run == 3 and result.stop_reason is None
@@ -116,10 +116,10 @@ def test_time_budget_plans_the_schedule_over_the_epochs_that_fit(splits, monkeyp
 
 
 def test_a_run_that_falls_behind_its_budget_stops_after_the_epoch_that_spends_it(splits, monkeypatch):
-    import keel.train
+    import keel.training.train
 
     train, validation = splits
-    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 1e-6)  # plans all 20
+    monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 1e-6)  # plans all 20
     result = fit(train, validation, 24, TrainConfig(epochs=20, time_budget=0.001, batch_size=64, patience=100),
                  progress=False)
     assert result.planned_epochs == 20
@@ -127,8 +127,8 @@ def test_a_run_that_falls_behind_its_budget_stops_after_the_epoch_that_spends_it
 
 
 def test_the_epoch_estimate_leaves_the_model_and_the_random_generators_alone(splits):
-    from keel.models import build_model
-    from keel.train import estimate_epoch_seconds, plan_epochs
+    from keel.models.networks import build_model
+    from keel.training.train import estimate_epoch_seconds, plan_epochs
 
     train, validation = splits
     config = TrainConfig(batch_size=64, time_budget=60, epochs=40)
@@ -146,12 +146,12 @@ def test_the_epoch_estimate_leaves_the_model_and_the_random_generators_alone(spl
 
 
 def test_a_resumed_budgeted_run_keeps_its_plan_and_ends_with_the_same_weights(tmp_path, splits, monkeypatch):
-    import keel.train
+    import keel.training.train
 
     config = TrainConfig(epochs=40, time_budget=30, batch_size=64, patience=100)
-    monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # plans 3
+    monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # plans 3
     # The machine got faster: a fresh plan would now fit 15 epochs; the resumed run keeps its 3.
-    faster = lambda: monkeypatch.setattr(keel.train, "estimate_epoch_seconds", lambda *a, **k: 2.0)  # noqa: E731
+    faster = lambda: monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 2.0)  # noqa: E731
     straight, resumed = _straight_and_resumed(tmp_path, splits, config, before_resume=faster)
     assert straight.planned_epochs == resumed.planned_epochs == 3
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
@@ -162,7 +162,7 @@ def test_a_resumed_budgeted_run_keeps_its_plan_and_ends_with_the_same_weights(tm
 def test_label_smoothing_changes_the_training_loss():
     from torch import nn
 
-    from keel.train import _train_step
+    from keel.training.train import _train_step
 
     targets = torch.tensor([0, 3, 5, 7])
     confident = 20.0 * torch.nn.functional.one_hot(targets, 24).float()
@@ -189,8 +189,8 @@ def test_label_smoothing_changes_the_training_loss():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda is right here")
 def test_device_cuda_without_a_gpu_is_a_config_error():
-    from keel.errors import ConfigError
-    from keel.train import select_device
+    from keel.core.errors import ConfigError
+    from keel.training.train import select_device
 
     with pytest.raises(ConfigError, match=r"^--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu"):
         select_device("cuda")
@@ -198,8 +198,8 @@ def test_device_cuda_without_a_gpu_is_a_config_error():
 
 
 def test_an_unknown_model_is_a_config_error():
-    from keel.errors import ConfigError
-    from keel.models import build_model
+    from keel.core.errors import ConfigError
+    from keel.models.networks import build_model
 
     with pytest.raises(ConfigError, match=r"^unknown model 'resnet9000'; choose one of mlp, cnn, cnn-wide, vgg16, resnet18, "):
         build_model("resnet9000", 1, 28, 28, 24)
@@ -208,7 +208,7 @@ def test_an_unknown_model_is_a_config_error():
 _HOLDER = """
 import sys
 from pathlib import Path
-from keel.pipeline import hold_run_lock
+from keel.stages.pipeline import hold_run_lock
 hold_run_lock(Path(sys.argv[1]), on_wait=lambda line: print(line, flush=True))
 print("held", flush=True)
 sys.stdin.read()

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from keel.config import load_dataset_config
-from keel.datasets import ingest
-from keel.validation import validate_version
+from keel.core.config import load_dataset_config
+from keel.data.datasets import ingest
+from keel.validation.checks import validate_version
 from tests.bad_data import CASES
 from tests.conftest import write_dataset_config
 

@@ -1,0 +1,37 @@
+"""Errors a user can cause; each message names the file, row or column and the fix."""
+
+from keel.core.secrets import redact
+
+
+class KeelError(Exception):
+    """Base of the errors Keel reports to users in one sentence. Credentials in the sentence
+    (a URL's password, a token in a query) are masked when the error is made (keel.core.secrets)."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
+
+
+class ConfigError(KeelError):
+    """A configuration file or parameter is wrong."""
+
+
+class DatasetError(KeelError):
+    """An input file cannot be read as the dataset its config describes."""
+
+
+class DataValidationError(KeelError):
+    """The data was read but failed the expectation suite; `report` holds the details."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class OutputError(KeelError):
+    """An output cannot be written where it was asked for, or writing it would destroy or
+    mislabel data (the input itself, a folder Keel did not create, a misleading extension)."""
+
+
+class UntrustedModelError(KeelError):
+    """A registered model version that Keel did not register, whose files differ from the
+    manifest Keel recorded at registration, or whose signature does not verify: never loaded."""

@@ -1,9 +1,0 @@
-"""The pixel classifier as MLflow's own loaders build it (MLflow's models-from-code): a logged
-Keel model holds this file instead of a pickled Python object, so loading it unpickles nothing.
-Keel's own loader (keel.registry.load_registered) does not run it."""
-
-from mlflow.models import set_model
-
-from keel.registry import PixelClassifier
-
-set_model(PixelClassifier())

@@ -1,0 +1,282 @@
+"""Champion/challenger promotion: the gate, the alias audit trail, safe alias moves, rollback.
+
+MLflow keeps no history of which version held an alias. Keel appends every alias move to the
+registered model's tags in the tracking store (`keel.audit.<time>-<nonce>` = JSON event), so
+the history lives wherever the registry lives and any client can read it.
+
+Alias moves are compare-and-set: under a registry-wide lock (a marker registered model whose
+creation the store makes atomic), the alias's current version is re-read and the move is
+refused if it is not the one the caller decided against.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.core.errors import KeelError
+from keel.core.secrets import redact_data
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+BOOTSTRAP_DRAWS = 4000
+BOOTSTRAP_SEED = 0
+AUDIT_PREFIX = "keel.audit."
+LOCK_SUFFIX = ".keel-alias-lock"
+
+
+class PromotionPolicy(BaseModel):
+    """When a challenger may become champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    floor: float = Field(default=0.9, ge=0.0, le=1.0,
+                         description="minimum evaluation accuracy; the only test when there is no champion yet")
+    min_improvement: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="accuracy gain over the champion that must be shown on the same evaluation rows: the lower end "
+                    "of the paired bootstrap interval of the difference must be above it (0: any real gain)")
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0,
+        description="confidence of the paired comparison with the champion: McNemar's exact one-sided p-value must "
+                    "be below 1 - confidence, and the bootstrap interval of the accuracy difference has this level")
+    max_recall_drop: float = Field(default=0.02, ge=0.0, le=1.0,
+                                   description="largest allowed fall of any class's recall against the champion")
+
+
+class PromotionError(KeelError):
+    """An alias move that cannot be done (unknown version, nothing to roll back to, ...)."""
+
+
+class AliasConflict(PromotionError):
+    """The alias moved between the decision and the write."""
+
+
+@dataclass
+class Verdict:
+    """A gate decision with its reasons in words and figures."""
+
+    promote: bool
+    reasons: list[str]
+    challenger_version: str
+    challenger_accuracy: float
+    champion_version: str | None = None
+    champion_accuracy: float | None = None
+    evaluation_ids_sha256: str | None = None
+    details: dict = field(default_factory=dict)
+    # The paired comparison with the champion on the same rows (None without a champion).
+    difference: float | None = None  # challenger accuracy - champion accuracy, (b - c) / rows
+    ci_low: float | None = None  # paired bootstrap interval of the difference at policy.confidence
+    ci_high: float | None = None
+    p_value: float | None = None  # McNemar's exact one-sided test: is the challenger better?
+    b: int | None = None  # rows only the challenger gets right
+    c: int | None = None  # rows only the champion gets right
+    rows: int | None = None
+    split: str | None = None  # what the evaluation rows are, in words
+
+    def text(self) -> str:
+        head = "promoted" if self.promote else "not promoted"
+        return f"{head}: " + "; ".join(self.reasons)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_comparison(challenger_correct: np.ndarray, champion_correct: np.ndarray, confidence: float = 0.95,
+                      draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Two models scored on the same rows, compared row by row (both results deterministic).
+
+    b = rows only the challenger gets right, c = rows only the champion gets right. McNemar's
+    exact test (b of b + c under p = 1/2, one-sided: is the challenger better?) gives the p-value;
+    a paired bootstrap (multinomial draws of (b, c, rest) over the n rows) gives the percentile
+    interval of the accuracy difference (b - c) / n at `confidence`.
+    """
+    challenger_correct = np.asarray(challenger_correct, dtype=bool)
+    champion_correct = np.asarray(champion_correct, dtype=bool)
+    if challenger_correct.ndim != 1 or challenger_correct.shape != champion_correct.shape:
+        raise ValueError(f"per-row correctness of different shapes: challenger {challenger_correct.shape}, "
+                         f"champion {champion_correct.shape}; both models must be scored on the same rows")
+    n = len(challenger_correct)
+    if not n:
+        raise ValueError("no evaluation rows to compare the models on")
+    b = int(np.count_nonzero(challenger_correct & ~champion_correct))
+    c = int(np.count_nonzero(champion_correct & ~challenger_correct))
+    if b + c:
+        from scipy.stats import binomtest
+
+        p_value = float(binomtest(b, b + c, 0.5, alternative="greater").pvalue)
+    else:
+        p_value = 1.0  # the models agree on every row: nothing speaks for the challenger
+    counts = np.random.default_rng(seed).multinomial(n, np.array([b, c, n - b - c]) / n, size=draws)
+    differences = (counts[:, 0] - counts[:, 1]) / n
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(differences, [tail, 1.0 - tail])
+    return {"difference": (b - c) / n, "ci_low": float(low), "ci_high": float(high), "p_value": p_value,
+            "b": b, "c": c, "rows": n}
+
+
+def _p(p_value: float) -> str:
+    return f"{p_value:.3f}" if p_value >= 0.001 else f"{p_value:.1e}"
+
+
+def decide(challenger: dict, champion: dict | None, policy: PromotionPolicy,
+           challenger_version: str, champion_version: str | None,
+           challenger_correct: np.ndarray | None = None, champion_correct: np.ndarray | None = None,
+           split: str | None = None) -> Verdict:
+    """The gate. `challenger`/`champion` are classification_metrics of the SAME evaluation rows;
+    `challenger_correct`/`champion_correct` say per row (same order) whether each model is right,
+    and are required when there is a champion. `split` describes those rows in words.
+
+    Promotes iff accuracy >= floor, and (no champion, or McNemar's one-sided p < 1 - confidence
+    and the interval's lower end > min_improvement), and no class's recall fell by more than
+    max_recall_drop against the champion.
+    """
+    accuracy = float(challenger["accuracy"])
+    ok = bool(accuracy >= policy.floor)
+    floor_reason = (f"accuracy {accuracy:.4f} clears the floor {policy.floor:.4f}" if ok
+                    else f"accuracy {accuracy:.4f} is below the floor {policy.floor:.4f}")
+    on = f" on the {split}" if split else ""
+    if champion is None:
+        return Verdict(ok, [floor_reason + on, "no champion yet: the floor alone decides"], challenger_version, accuracy,
+                       split=split)
+    if challenger_correct is None or champion_correct is None:
+        raise ValueError("comparing with a champion needs both models' per-row correctness on the same rows")
+    test = paired_comparison(challenger_correct, champion_correct, policy.confidence)
+    for role, scored in (("challenger", challenger), ("champion", champion)):
+        if scored.get("rows") not in (None, test["rows"]):
+            raise ValueError(f"the {role}'s metrics cover {scored['rows']} rows, its per-row correctness {test['rows']}")
+    figures = (f"{accuracy:.4f} vs champion v{champion_version} {champion['accuracy']:.4f} "
+               f"({test['difference']:+.4f}, {policy.confidence * 100:g} % CI {test['ci_low']:+.4f}..{test['ci_high']:+.4f}, "
+               f"McNemar p = {_p(test['p_value'])}){on}")
+    if test["p_value"] < 1.0 - policy.confidence and test["ci_low"] > policy.min_improvement:
+        reasons = [figures]
+    else:
+        ok = False
+        above = f" by more than {policy.min_improvement:+.4f}" if policy.min_improvement else ""
+        reasons = [f"no evidence of improvement{above}: {figures}"]
+    reasons.append(floor_reason)
+    champion_recall = {row["class"]: row["recall"] for row in champion["per_class"] if row["support"]}
+    drops = []
+    for row in challenger["per_class"]:
+        if row["class"] in champion_recall:
+            drop = champion_recall[row["class"]] - row["recall"]
+            if drop > policy.max_recall_drop:
+                drops.append((drop, row["class"], champion_recall[row["class"]], row["recall"]))
+    if drops:
+        ok = False
+        drops.sort(reverse=True)
+        shown = ", ".join(f"{c} {old:.4f} -> {new:.4f}" for _, c, old, new in drops[:5])
+        reasons.append(f"recall fell by more than {policy.max_recall_drop:.4f} for {len(drops)} class(es): {shown}")
+    else:
+        reasons.append(f"no class's recall fell by more than {policy.max_recall_drop:.4f}")
+    return Verdict(ok, reasons, challenger_version, accuracy, champion_version, float(champion["accuracy"]), split=split,
+                   **test)
+
+
+# --------------------------------------------------------------------------- aliases and audit
+
+
+def current_version(client, name: str, alias: str) -> str | None:
+    """The version number `alias` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def actor() -> str:
+    """Who is moving an alias: KEEL_ACTOR, else user@host."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user database in some containers
+        user = "unknown"
+    return os.environ.get("KEEL_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
+@contextmanager
+def alias_lock(client, name: str, timeout: float = 60.0, stale_after: float = 120.0):
+    """A registry-wide mutex for `name`'s aliases.
+
+    Creating a registered model is atomic in every MLflow store (unique name), so the marker
+    model `<name>.keel-alias-lock` is the lock; a holder that died is broken after `stale_after`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock_name = name + LOCK_SUFFIX
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(lock_name, tags={"keel.lock": token, "keel.lock.since": str(time.time())},
+                                           description=f"lock for alias moves of {name}; safe to delete if stale")
+            break
+        except MlflowException:
+            try:
+                held = client.get_registered_model(lock_name)
+                since = float(held.tags.get("keel.lock.since", "0"))
+                if time.time() - since > stale_after:
+                    client.delete_registered_model(lock_name)
+                    continue
+            except MlflowException:
+                continue  # released meanwhile
+            if time.monotonic() > deadline:
+                raise PromotionError(f"alias lock {lock_name} is held; another promotion is running (or delete it if stale)")
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(lock_name)
+        except MlflowException:
+            pass
+
+
+def record(client, name: str, event: dict) -> dict:
+    """Appends an alias event to the model's audit trail (tags in the tracking store)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    event = redact_data({"time": now.isoformat(), "actor": actor(), **event})  # `why` is free text
+    key = f"{AUDIT_PREFIX}{now.strftime('%Y%m%dT%H%M%S.%f')}-{uuid.uuid4().hex[:6]}"
+    client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
+    return event
+
+
+def history(client, name: str) -> list[dict]:
+    """The audit trail of `name`, oldest first."""
+    tags = client.get_registered_model(name).tags
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(AUDIT_PREFIX))]
+
+
+def move_alias(client, name: str, alias: str, version: str, expected: str | None, kind: str, reason: str) -> dict:
+    """Points `alias` at `version` only if it still points at `expected`; records the move."""
+    with alias_lock(client, name):
+        current = current_version(client, name, alias)
+        if current != expected:
+            raise AliasConflict(f"{name}@{alias} moved to v{current} (expected v{expected}); decide again")
+        client.set_registered_model_alias(name, alias, version)
+        return record(client, name, {"alias": alias, "from": current, "to": str(version), "kind": kind, "reason": reason})
+
+
+def rollback(client, name: str, reason: str = "rollback") -> dict:
+    """Makes the champion before the current one champion again."""
+    current = current_version(client, name, CHAMPION)
+    if current is None:
+        raise PromotionError(f"{name} has no champion to roll back")
+    # The move that made the current champion (rollbacks aside) says who was champion before.
+    moves = [e for e in history(client, name)
+             if e["alias"] == CHAMPION and e["to"] == current and e.get("from") and e["kind"] != "rollback"]
+    if not moves:
+        raise PromotionError(f"{name}@champion (v{current}) has no earlier champion in its history")
+    previous = moves[-1]["from"]
+    return move_alias(client, name, CHAMPION, previous, current, "rollback", reason)
