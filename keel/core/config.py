@@ -56,7 +56,8 @@ class EvaluationSplit(_Strict):
     # most 32 pixels a side). At 0.97 Sign-MNIST's 27,455 rows form 1,229 groups of one label.
     threshold: float = Field(default=0.97, gt=0.0, le=1.0)
     # Also join rows that match after shifting one by up to this many pixels (a 1-pixel shift
-    # of a Sign-MNIST image has cosine ~0.8 unshifted). Costs ~8x the grouping time at 1.
+    # of a Sign-MNIST image has cosine ~0.8 unshifted). Costs several times the grouping time at 1
+    # (docs/benchmarks.md).
     max_shift: int = Field(default=0, ge=0, le=2)
 
 
@@ -111,7 +112,7 @@ class DatasetConfig(_Strict):
     # the patient, the session). Used instead of near-duplicate groups when set.
     group_column: str | None = None
     # Raw label value -> class name. A list means labels 0..N-1 in order. Image folders:
-    # inferred from the class folders' names (sorted) unless given.
+    # inferred from the class folders' names (sorted) when the folder is read, unless given.
     classes: dict[int, str] = Field(default_factory=dict)
     evaluation_split: EvaluationSplit = Field(default_factory=EvaluationSplit)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
@@ -140,14 +141,6 @@ class DatasetConfig(_Strict):
         if self.format == "image-folder":
             if self.image_folder is None:
                 raise ValueError("image_folder: format image-folder needs image_folder: {root: PATH}")
-            if not self.classes:
-                from keel.core.errors import DatasetError
-                from keel.data.imagefolder import infer_classes
-
-                try:
-                    self.classes = dict(enumerate(infer_classes(self)))
-                except DatasetError as exc:
-                    raise ValueError(str(exc)) from None
         elif not self.train:
             raise ValueError("train: list at least one source file")
         if self.evaluation_split.by == "column" and not self.group_column:
@@ -157,7 +150,9 @@ class DatasetConfig(_Strict):
                              "(near-duplicate groups are used)")
         if self.group_column is not None and self.group_column == self.label_column:
             raise ValueError("group_column: must not be the label column")
-        if len(self.classes) < 2:
+        # An image folder without `classes` learns them from its class folders when it is read
+        # (keel.data.imagefolder.with_classes): loading a config touches no other file.
+        if len(self.classes) < 2 and (self.classes or self.format != "image-folder"):
             raise ValueError("classes: a classifier needs at least two classes")
         if len(set(self.classes.values())) != len(self.classes):
             raise ValueError("classes: class names must be unique")
@@ -165,6 +160,10 @@ class DatasetConfig(_Strict):
             if (source.format or self.format) == "idx" and not source.labels_path:
                 raise ValueError(f"{source.path}: IDX sources need labels_path (the labels file)")
         return self
+
+    def with_classes(self, names: list[str]) -> DatasetConfig:
+        """This config with classes `names` (labels 0..N-1), e.g. an image folder's class folders."""
+        return self.model_copy(update={"classes": dict(enumerate(names))})
 
     @property
     def labels(self) -> list[int]:
@@ -217,7 +216,7 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
 class AugmentConfig(_Strict):
     """Batched augmentation on the training device. The defaults (rotation ±10°, zoom 0.9-1.1,
     shift ±10 %, brightness ±0.2, contrast ±0.5, no flip) mimic new photos of new signers: on a
-    group split of Sign-MNIST they beat the course's rotation ±5° and crop 0.9-1.0 (README), and
+    group split of Sign-MNIST they beat the course's rotation ±5° and crop 0.9-1.0 (docs/benchmarks.md), and
     suit other 28x28 sets (MNIST). Image folders use the crop, rotation, jitter and flip fields."""
 
     enabled: bool = True
@@ -255,37 +254,47 @@ class TrainConfig(_Strict):
     # cnn, mlp, cnn-wide: the course's networks for pixel tables. vgg16, resnet18,
     # mobilenet_v3_small, efficientnet_b0: torchvision backbones with a new head, trained in two
     # phases on image folders (keel/training/transfer.py).
-    model: Literal[PIXEL_MODELS + BACKBONES] = "cnn"
+    model: Literal[PIXEL_MODELS + BACKBONES] = Field(
+        default="cnn", description="architecture: cnn, mlp or cnn-wide for pixel tables; a torchvision backbone for image folders")
     # Pixel tables: the upper bound; the time budget plans how many of them fit.
-    epochs: int = Field(default=40, ge=1)
+    epochs: int = Field(default=40, ge=1, description="at most this many epochs; the time budget may plan fewer "
+                        "(image folders: phase 2 epochs, no budget)")
     # Pixel tables: seconds for the epochs' training and validation passes; None or 0: no budget.
     # Timed warm-up steps plan min(epochs, budget / seconds per epoch) epochs and the schedule
     # spans those; a run that falls behind stops after the epoch that passes the budget.
-    time_budget: float | None = Field(default=120.0, ge=0.0)
+    time_budget: float | None = Field(default=120.0, ge=0.0, description="pixel tables: seconds for the epoch loop; the "
+                                      "schedule spans the epochs that fit (0: no budget)")
     # 128: twice the steps of 256 in the same time; on a Sign-MNIST group split and on MNIST it
-    # scored a little higher within the 120 s budget (README).
-    batch_size: int = Field(default=128, ge=1)
-    learning_rate: float = Field(default=3e-3, gt=0.0)
-    weight_decay: float = Field(default=1e-4, ge=0.0)
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # 0.1 did not help on Sign-MNIST
+    # scored a little higher within the 120 s budget (docs/benchmarks.md).
+    batch_size: int = Field(default=128, ge=1, description="examples per training step")
+    learning_rate: float = Field(default=3e-3, gt=0.0, description="peak learning rate of the one-cycle schedule")
+    weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0,  # 0.1 did not help on Sign-MNIST
+                                   description="label smoothing of the training loss")
     # Early stopping watches accuracy on a validation slice carved from the training rows. The
     # patience is long: while the one-cycle rate is high, validation accuracy on a slice of
     # ~100 near-copy groups wobbles for epochs, and stopping then loses the annealed epochs
     # (Sign-MNIST group split: patience 5 stopped at epoch 10-12 of 21-31, 0.96-0.98 vs 0.99+).
-    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
-    patience: int = Field(default=10, ge=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5, description="share of the training rows (whole "
+                                       "groups) held out to watch for early stopping")
+    patience: int = Field(default=10, ge=1, description="epochs without validation improvement before stopping")
+    seed: int = Field(default=0, description="seed of the initial weights, the shuffling and the augmentation")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: a GPU when there is one")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto", description="auto: bf16 autocast on GPUs and on CPUs with bf16 instructions")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # Transfer learning (image folders). `epochs` counts phase 2 (fine-tuning) epochs.
-    backbone: str | None = Field(default=None, pattern=r"^models:/.+")  # a Keel-registered image model as the backbone
-    weights: str | None = None  # pretrained weights file; default: the torchvision cache (TORCH_HOME) if it holds them; "none": never
-    image_size: int = Field(default=96, ge=32)
-    head_epochs: int = Field(default=3, ge=0)  # phase 1: frozen backbone, head only, on cached features
-    fine_tune_lr_factor: float | None = Field(default=None, gt=0.0)  # phase 2 LR = learning_rate x this (default 0.1; 1 without pretrained weights)
-    unfreeze: Literal["all", "last"] = "all"
-    workers: int = Field(default=1, ge=0)  # DataLoader worker processes that augment the photos
+    backbone: str | None = Field(default=None, pattern=r"^models:/.+", description="image folders: a Keel-registered "
+                                 "image model as the backbone, models:/NAME@alias")
+    weights: str | None = Field(default=None, description="image folders: pretrained weights file for the backbone "
+                                "(default: the torchvision cache under TORCH_HOME when it holds them; 'none': never)")
+    image_size: int = Field(default=96, ge=32, description="image folders: training crop size in pixels")
+    head_epochs: int = Field(default=3, ge=0, description="image folders: phase 1 epochs (frozen backbone, head only, "
+                             "on cached features)")
+    fine_tune_lr_factor: float | None = Field(default=None, gt=0.0, description="image folders: phase 2 learning rate = "
+                                              "learning rate x this (default 0.1; 1 without pretrained weights)")
+    unfreeze: Literal["all", "last"] = Field(default="all", description="image folders: what phase 2 trains")
+    workers: int = Field(default=1, ge=0, description="image folders: DataLoader worker processes that augment the photos")
 
     @property
     def transfer(self) -> bool:

@@ -35,3 +35,17 @@ class OutputError(KeelError):
 class UntrustedModelError(KeelError):
     """A registered model version that Keel did not register, whose files differ from the
     manifest Keel recorded at registration, or whose signature does not verify: never loaded."""
+
+
+def stop_exception(exc: BaseException | None) -> BaseException | None:
+    """The exception by which a signal stops the process, found in `exc` or in the exceptions
+    it was raised while handling: a BaseException that is not an Exception (KeyboardInterrupt
+    for Ctrl-C, Prefect's TerminationSignal for SIGTERM, SystemExit). None for an ordinary error.
+    E.g. a DataLoader's "worker killed by signal" error raised while a SIGTERM unwinds."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if not isinstance(exc, Exception):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

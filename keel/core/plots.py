@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keel.core.io import atomic_path
+from keel.core.atomic import atomic_path
 
 
 def _pyplot():

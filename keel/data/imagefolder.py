@@ -10,8 +10,12 @@ like any other: images.npy (N, H, W, C uint8), labels and split indices, a per-f
 profile.parquet and quarantine.csv. The version id is the hash of every file's path and
 content plus the settings, so a re-run on unchanged folders decodes nothing.
 
-Photos are listed by `keel.core.io.find_visible` (the listing `keel predict` uses too): hidden names
-(dotfiles, `._*`, Keel's `.*.tmp`, .DS_Store, Thumbs.db; see `keel.core.io.is_hidden`) are skipped
+The class names, unless the config gives them, are the training folder's subfolders, read
+when the folder is (`with_classes`), never when the config loads. The image-folder modality
+(keel.modalities.images) puts the parts below together into a version.
+
+Photos are listed by `keel.core.listing.find_visible` (the listing `keel predict` uses too): hidden names
+(dotfiles, `._*`, Keel's `.*.tmp`, .DS_Store, Thumbs.db; see `keel.core.listing.is_hidden`) are skipped
 and counted in the version's meta (`hidden_skipped`, `hidden_files`); symbolic links are not
 followed out of the dataset root and folder links are not followed at all, each such entry
 quarantined with its reason. A link to a photo inside the root is read like the photo, so it is
@@ -21,7 +25,6 @@ copy. A split folder that is a link is an error.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import json
@@ -36,7 +39,9 @@ import pandas as pd
 
 from keel.core.config import DatasetConfig
 from keel.core.errors import DatasetError
-from keel.core.io import FOLDER_LINK, find_visible, list_folder
+from keel.core.io import read_bytes, sha256_hex
+from keel.core.listing import FOLDER_LINK, find_visible, list_folder
+from keel.data.splits import SplitPlan
 
 SPLIT_FOLDERS = {
     "train": ("train", "training"),
@@ -106,8 +111,13 @@ def infer_classes(config: DatasetConfig) -> list[str]:
     base = folders["train"] if folders else root
     classes = sorted(_subfolders(fs, base))
     if len(classes) < 2:
-        raise ValueError(f"{base}: an image-folder dataset needs at least two class folders, found {classes}")
+        raise DatasetError(f"{base}: an image-folder dataset needs at least two class folders, found {classes}")
     return classes
+
+
+def with_classes(config: DatasetConfig) -> DatasetConfig:
+    """`config` with its classes: as the config gives them, else its class folders' names."""
+    return config if config.classes else config.with_classes(infer_classes(config))
 
 
 @dataclass
@@ -162,7 +172,7 @@ class Decoded:
 
 def decode(data: bytes, relpath: str, height: int, width: int, channels: int, min_side: int) -> Decoded:
     """One file's bytes as an (height, width, channels) uint8 array, or the reason it cannot be."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError  # lazy: only photo datasets and scoring need Pillow
 
     if not data:
         return Decoded(None, reason="zero-size file")
@@ -195,7 +205,7 @@ def decode(data: bytes, relpath: str, height: int, width: int, channels: int, mi
 
 
 def _to_8bit(image, channels: int, notes: list[str]):
-    from PIL import Image
+    from PIL import Image  # lazy, as in decode
 
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -219,31 +229,38 @@ def _to_8bit(image, channels: int, notes: list[str]):
     return image
 
 
-def ingest_image_folder(config: DatasetConfig, root):
-    """Stores (or reuses) the version of an image-folder dataset; returns an IngestResult."""
-    from keel.data.datasets import INGEST_FORMAT, DatasetVersion, IngestResult
-    from keel.core.io import atomic_dir, read_bytes, sha256_hex
-    from keel.data.splits import GROUPING_FORMAT, plan_split
+@dataclass
+class FolderContent:
+    """Every file of an image folder read once: the listing, the bytes, their sha256 and the
+    hash of the whole listing (paths, contents and refusals), which the version id is made of."""
 
+    files: list[ImageFile]
+    hidden: list[str]
+    blobs: list[bytes]
+    hashes: list[str]
+    content: str
+
+    def version_key(self, config: DatasetConfig) -> dict:
+        """What, besides the settings every version depends on, decides this folder's version id."""
+        return {"files": self.content, "image_folder": config.image_folder.model_dump(), "classes": config.class_names}
+
+
+def read_folder(config: DatasetConfig) -> FolderContent:
+    """Lists the image folder and reads (and hashes) every file the listing did not refuse."""
     files, hidden = scan(config)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         blobs = list(pool.map(lambda f: b"" if f.reason else read_bytes(f.url), files))
     hashes = ["" if f.reason else sha256_hex(b) for f, b in zip(files, blobs)]
     listing = [[f.split, f.class_name, f.relpath, h, f.reason] if f.reason else [f.split, f.class_name, f.relpath, h]
                for f, h in zip(files, hashes)]
-    content = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    key = {"ingest_format": INGEST_FORMAT, "format": config.format, "files": content,
-           "image": config.image.model_dump(), "image_folder": config.image_folder.model_dump(),
-           "classes": config.class_names, "evaluation_split": config.evaluation_split.model_dump(),
-           "grouping_format": GROUPING_FORMAT}
-    vid = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    target = root / config.name / vid
-    if (target / "meta.json").exists():
-        return IngestResult(DatasetVersion(target), reused=True)
+    return FolderContent(files, hidden, blobs, hashes, hashlib.sha256(json.dumps(listing).encode()).hexdigest())
 
+
+def decode_folder(config: DatasetConfig, folder: FolderContent) -> tuple[pd.DataFrame, np.ndarray]:
+    """(one profile row per file, the uint8 N x H x W x C images of the files kept): each file
+    decoded once, or quarantined with its reason."""
     shape = config.image
     label_of = {name: label for label, name in config.classes.items()}
-    min_side = config.image_folder.min_side
 
     def one(item):
         file, data = item
@@ -252,60 +269,48 @@ def ingest_image_folder(config: DatasetConfig, root):
         if file.class_name not in label_of:
             return Decoded(None, reason=f"class folder '{file.class_name}' is not one of the dataset's classes "
                                         f"({', '.join(config.class_names)})")
-        return decode(data, file.relpath, shape.height, shape.width, shape.channels, min_side)
+        return decode(data, file.relpath, shape.height, shape.width, shape.channels, config.image_folder.min_side)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes and resizes without the GIL
-        decoded = list(pool.map(one, zip(files, blobs)))
+        decoded = list(pool.map(one, zip(folder.files, folder.blobs)))
+    profile = _profile(folder.files, folder.blobs, folder.hashes, decoded, label_of)
+    kept = [d.pixels for d in decoded if d.pixels is not None]
+    images = np.stack(kept) if kept else np.zeros((0, shape.height, shape.width, shape.channels), np.uint8)
+    return profile, images
 
-    profile = _profile(files, blobs, hashes, decoded, label_of)
-    kept = profile["status"] == "ok"
-    images = np.stack([d.pixels for d in decoded if d.pixels is not None]) if kept.any() else \
-        np.zeros((0, shape.height, shape.width, shape.channels), np.uint8)
-    stored = profile[kept].reset_index(drop=True)
-    labels = stored["label"].to_numpy(dtype=np.int64)
-    # Near-duplicate groups of the stored photos; a root of class folders is split in whole
-    # groups, a split given by folders is kept and checked for near-copies across it.
-    plan = plan_split(config, images, labels, stored["split"].to_numpy())
-    split = plan.parts
-    profile.loc[kept.to_numpy(), "split"] = split
+
+def record_split(config: DatasetConfig, profile: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
+    """Writes the drawn split and groups into the profile of the kept files and marks duplicate
+    contents; returns the kept files' names (the stored rows' ids). No training image left is
+    a DatasetError."""
+    kept = (profile["status"] == "ok").to_numpy()
+    profile.loc[kept, "split"] = plan.parts
     profile["group"] = -1
-    profile.loc[kept.to_numpy(), "group"] = plan.groups
-    stored["split"] = split
-    if not (split == "train").any():
+    profile.loc[kept, "group"] = plan.groups
+    if not (plan.parts == "train").any():
         raise DatasetError(f"{config.resolve(config.image_folder.root)}: no usable training images "
                            f"({int((~kept).sum())} quarantined; see the reasons with `keel train` or in quarantine.csv)")
     _mark_duplicates(profile)
-    indices = {part: plan.indices(part) for part in ("train", "evaluation", "test")}
-    evaluation_files = stored["file"].to_numpy()[indices["evaluation"]]
-    with atomic_dir(target) as tmp:
-        np.save(tmp / "images.npy", images)
-        np.save(tmp / "labels.npy", labels)
-        np.save(tmp / "groups.npy", plan.groups)
-        for part, idx in indices.items():
-            np.save(tmp / f"{part}_idx.npy", idx)
-        profile.to_parquet(tmp / "profile.parquet", index=False)
-        profile[profile["status"] != "ok"][["file", "split", "class_name", "sha256", "bytes", "reason"]].to_csv(
-            tmp / "quarantine.csv", index=False)
-        meta = {
-            "dataset": config.name, "version": vid, "ingest_format": INGEST_FORMAT,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(), "format": config.format,
-            "sources": [{"split": "image-folder", "path": config.resolve(config.image_folder.root), "sha256": content,
-                         "files": len(files)}],
-            "header": [], "non_integer_columns": {}, "headers_differ": [],
-            "rows": int(len(stored)), "files": int(len(profile)), "quarantined": int((~kept).sum()),
-            "converted": int((profile["notes"] != "").sum()),
-            "hidden_skipped": len(hidden), "hidden_files": hidden[:100],
-            "image": shape.model_dump(), "label_column": config.label_column,
-            "labels": config.labels, "class_names": config.class_names,
-            "evaluation_split": config.evaluation_split.model_dump(), "curated_batches": [],
-            "images_stored": True, "images_missing_reason": None,
-            "train_rows": int(len(indices["train"])), "evaluation_rows": int(len(indices["evaluation"])),
-            "test_rows": int(len(indices["test"])),
-            "evaluation_ids_sha256": hashlib.sha256("\n".join(evaluation_files).encode()).hexdigest(),
-            **plan.meta,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    return IngestResult(DatasetVersion(target), reused=False)
+    return profile.loc[kept, "file"].to_numpy()
+
+
+def folder_meta(config: DatasetConfig, folder: FolderContent, profile: pd.DataFrame) -> dict:
+    """What an image-folder version's meta.json records of its files."""
+    kept = profile["status"] == "ok"
+    return {
+        "sources": [{"split": "image-folder", "path": config.resolve(config.image_folder.root), "sha256": folder.content,
+                     "files": len(folder.files)}],
+        "header": [], "non_integer_columns": {}, "headers_differ": [],
+        "rows": int(kept.sum()), "files": int(len(profile)), "quarantined": int((~kept).sum()),
+        "converted": int((profile["notes"] != "").sum()),
+        "hidden_skipped": len(folder.hidden), "hidden_files": folder.hidden[:100],
+        "curated_batches": [], "images_stored": True, "images_missing_reason": None,
+    }
+
+
+def quarantine_table(profile: pd.DataFrame) -> pd.DataFrame:
+    """The files set aside, with their reasons (quarantine.csv)."""
+    return profile[profile["status"] != "ok"][["file", "split", "class_name", "sha256", "bytes", "reason"]]
 
 
 def _profile(files, blobs, hashes, decoded, label_of) -> pd.DataFrame:

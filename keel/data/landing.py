@@ -11,7 +11,9 @@ import fsspec
 
 from keel.core import settings
 from keel.core.config import DatasetConfig
-from keel.core.io import atomic_path, list_files, read_bytes, sha256_hex
+from keel.core.atomic import atomic_path
+from keel.core.io import read_bytes, sha256_hex
+from keel.core.listing import list_files
 
 # What `keel validate` reads: CSV (gzip or not), parquet, IDX (gzip or not).
 LANDED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", "-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
@@ -26,10 +28,14 @@ def landed_files(folder: str) -> list[str] | None:
     return None if files is None else [f for f in files if not f.lower().endswith(PARTIAL_SUFFIXES)]
 
 
+def default_report_dir(config: DatasetConfig, input_path: str, sha: str) -> Path:
+    """Where `keel validate` reports on a landed file whose content has sha256 `sha`."""
+    stem = Path(input_path).name.split(".")[0] or "batch"
+    return settings.reports_dir() / "validation" / config.name / "incoming" / f"{stem}-{sha[:12]}"
+
+
 def pending_files(config: DatasetConfig, input_path: str) -> list[str]:
     """[input_path] for a file; for a folder, its files that have no validation report yet."""
-    from keel.validation.incoming import default_report_dir
-
     files = landed_files(input_path)
     if files is None:
         return [input_path]

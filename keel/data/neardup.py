@@ -81,6 +81,22 @@ class PixelFeatures:
         large enough that the whole float32 matrix would dominate memory (860 MB at 274k rows)."""
         return self.features(images) if len(images) < EXACT_BELOW else LazyFeatures(images, self)
 
+    def grouping(self, images: np.ndarray) -> GroupingFeatures:
+        """What grouping compares for `images` (N x H x W x C uint8)."""
+        return GroupingFeatures(self.for_grouping(images), self.method, self.shape(tuple(np.shape(images)[1:])))
+
+
+@dataclass
+class GroupingFeatures:
+    """What near-duplicate grouping compares for a set of items (a modality's
+    `grouping_features`): their features (a matrix of L2-normalised rows, or LazyFeatures),
+    how they were made, in words, and for images the feature map's (height, width, channels),
+    which comparisons of shifted copies need (None: items are not shifted)."""
+
+    features: object
+    method: str
+    shape: tuple[int, int, int] | None = None
+
 
 class LazyFeatures:
     """Features computed from the items when indexed, so a large set never holds its whole
@@ -141,7 +157,7 @@ class Groups:
 
 def _index(features: np.ndarray, seed: int = 0):
     """A faiss index over `features` (inner product) and the vectors it searches with."""
-    import faiss
+    import faiss  # lazy: faiss (and scipy below) load only when a version is grouped, not with every CLI command
 
     n, d = features.shape
     if n < EXACT_BELOW or d <= PCA_DIMENSIONS:
@@ -175,7 +191,7 @@ def _search(index, projection, queries, rows: np.ndarray, k: int, own: bool = Fa
     if own:
         projected = reduced[rows]
     else:
-        import faiss
+        import faiss  # lazy, as in _index
 
         projected = pca.apply(queries[rows])
         faiss.normalize_L2(projected)
@@ -223,7 +239,7 @@ def group_ids(features, threshold: float, method: str, shape: tuple[int, int, in
     """Connected components of the graph joining rows whose cosine similarity >= threshold.
 
     `features` is a matrix of L2-normalised rows or LazyFeatures (computed chunk by chunk)."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix  # lazy, as faiss in _index
     from scipy.sparse.csgraph import connected_components
 
     started = time.perf_counter()

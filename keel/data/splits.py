@@ -8,15 +8,13 @@ re-run reuses it and every number Keel shows can say which split it comes from.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keel.data.neardup import Groups, PixelFeatures, group_ids, groups_from_column, nearest, take
-
-if TYPE_CHECKING:  # attributes only: keeps keel.data.splits out of the config <-> datasets import cycle
-    from keel.core.config import DatasetConfig
+from keel.core.config import DatasetConfig
+from keel.data.neardup import GroupingFeatures, Groups, group_ids, groups_from_column, nearest, take
 
 GROUPING_FORMAT = 1  # part of the version id: bump when grouping changes what is stored
 
@@ -34,6 +32,15 @@ class SplitPlan:
 
     def indices(self, part: str) -> np.ndarray:
         return np.flatnonzero(self.parts == part).astype(np.int64)
+
+    def figures(self, row_ids: np.ndarray) -> dict:
+        """What a version's meta.json records of the split: rows per part, the sha256 of the
+        evaluation rows' ids (`row_ids`: one stable text id per stored row), and `meta`."""
+        evaluation = self.indices("evaluation")
+        return {"train_rows": int(len(self.indices("train"))), "evaluation_rows": int(len(evaluation)),
+                "test_rows": int(len(self.indices("test"))),
+                "evaluation_ids_sha256": hashlib.sha256("\n".join(row_ids[evaluation]).encode()).hexdigest(),
+                **self.meta}
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -92,28 +99,27 @@ def holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed
     return stratified_group_split(labels, groups, fraction, seed)
 
 
-def find_groups(config: DatasetConfig, extractor: PixelFeatures, features, image_shape: tuple[int, int, int],
-                column_values=None) -> Groups:
+def find_groups(config: DatasetConfig, grouping: GroupingFeatures, column_values=None) -> Groups:
     """The rows' groups: the group column's values when the dataset has one, else
     near-duplicate groups at the configured threshold."""
     if config.group_column:
         return groups_from_column(column_values)
     rule = config.evaluation_split
-    method = extractor.method + (f", best of shifts up to {rule.max_shift} px" if rule.max_shift else "")
-    return group_ids(features, rule.threshold, method, extractor.shape(image_shape), rule.max_shift)
+    method = grouping.method + (f", best of shifts up to {rule.max_shift} px" if rule.max_shift else "")
+    return group_ids(grouping.features, rule.threshold, method, grouping.shape, rule.max_shift)
 
 
-def plan_split(config: DatasetConfig, images: np.ndarray, labels: np.ndarray, parts: np.ndarray,
+def plan_split(config: DatasetConfig, grouping: GroupingFeatures, labels: np.ndarray, parts: np.ndarray,
                column_values=None) -> SplitPlan:
-    """Groups the stored images, draws the evaluation split from the rows marked "pool" (whole
+    """Groups the stored rows by what the modality compares (`grouping`, its
+    `grouping_features`), draws the evaluation split from the rows marked "pool" (whole
     groups, unless `by: random`), and measures leakage of evaluation and test against training.
 
     `parts` is "train", "evaluation", "test" (given by files) or "pool" (to be split) per row.
     """
     rule = config.evaluation_split
-    extractor = PixelFeatures()
-    features = extractor.for_grouping(images)
-    groups = find_groups(config, extractor, features, tuple(images.shape[1:]), column_values)
+    features = grouping.features
+    groups = find_groups(config, grouping, column_values)
     parts = np.asarray(parts, dtype=object).copy()
     pool = np.flatnonzero(parts == "pool")
     if len(pool):

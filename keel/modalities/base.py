@@ -10,18 +10,21 @@ nothing above it tests a dataset's format.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only: the roles' own modules import these at module top
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
     import torch
     from torch import nn
 
     from keel.core.config import DatasetConfig, TrainConfig
-    from keel.data.datasets import DatasetVersion, IngestResult
+    from keel.data.batches import BatchSource
+    from keel.data.versions import DatasetVersion, IngestResult
+    from keel.modalities.prepared import Prepared
+    from keel.models.transfer import ParentModel
 
 
 class Modality(Protocol):
@@ -43,16 +46,25 @@ class Modality(Protocol):
         """What near-duplicate grouping compares (keel.data.neardup features)."""
 
     # -- build a model --------------------------------------------------------------------
-    def build_model(self, config: TrainConfig, meta: dict) -> tuple[nn.Module, dict]:
-        """A fresh network for a version's `meta` and the record of how it was built (logged
-        with the model so serving rebuilds the same network)."""
+    def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
+        """A fresh network (on the CPU) for a version's `meta`, and the record of how it was
+        built: the model config's `architecture` and whatever else serving needs to rebuild
+        the same network (`build`, `input`, `pretrained`). `parent`: a registered model whose
+        trained features start the new one, where the modality supports that."""
 
     # -- batch and augment ----------------------------------------------------------------
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig,
-                device: torch.device, generator: torch.Generator, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Float inputs ready for the model and class indices, on `device`; augmented and
-        shuffled by `generator` when `train`."""
+                device: torch.device, train: bool) -> BatchSource:
+        """Rows `indices` as a batch source (keel.data.batches): float inputs ready for the
+        model and class indices on `device`; shuffled and augmented when `train` (by the
+        loop's generator, or by one of the source's own that it checkpoints), else in order."""
+
+    def augment(self, images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+        """Float copies of uint8 images N x C x H x W, augmented as training augments them
+        (the augmentation preview shows these)."""
 
     # -- preprocess for serving -----------------------------------------------------------
-    def preprocess(self, frame: pd.DataFrame, model_config: dict) -> torch.Tensor:
-        """The rows of a scoring input as the model's uint8 N x C x H x W input."""
+    def preprocess(self, rows: pd.DataFrame | pa.Table, model_config: dict) -> Prepared:
+        """The rows of a scoring input as the model's uint8 N x C x H x W input, for the rows
+        that can be scored; each other row is refused with its problems (never raised), so
+        that batch scoring reports it and a pyfunc call raises the first."""
