@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from keel.core.io import atomic_path
+from keel.core.atomic import atomic_path
+from keel.core.errors import ConfigError
+from keel.data.batches import shuffled_batches
 
 
 @dataclass
@@ -74,10 +76,9 @@ def train_autoencoder(pixels: np.ndarray, config: AutoencoderConfig) -> TrainedA
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     history = []
     for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(data), generator=generator)
         total, outlier_total, batches = 0.0, 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            batch = data[order[start:start + config.batch_size]]
+        for idx in shuffled_batches(len(data), config.batch_size, generator):
+            batch = data[idx]
             outliers = 1.0 - batch[: max(1, len(batch) // 4)]
             normal_error = ((model(batch) - batch) ** 2).mean()
             outlier_error = ((model(outliers) - outliers) ** 2).mean(dim=1)
@@ -119,8 +120,6 @@ def save_autoencoder(trained: TrainedAutoencoder, path: Path) -> str:
 
 def load_autoencoder(path: Path, sha256: str | None = None) -> Autoencoder:
     """The autoencoder saved at `path`, checked against the sha256 the suite recorded."""
-    from keel.core.errors import ConfigError
-
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:

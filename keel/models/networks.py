@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from keel.core.config import BACKBONES
+from keel.core.errors import ConfigError
+from keel.models.transfer import build_transfer
 
 
 class Dropout(nn.Module):
@@ -103,8 +109,6 @@ def inference_model(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model` that computes the same function faster: each conv block's
     batch-norm folded into its convolution (exact up to float rounding), dropout removed, and
     ReLU after max-pool everywhere (they commute once dropout is gone)."""
-    import copy
-
     model = copy.deepcopy(model).eval()
 
     def simplify(module: nn.Module) -> nn.Module:
@@ -124,14 +128,9 @@ def build_model(name: str, channels: int, height: int, width: int, n_classes: in
     """A freshly initialised network of architecture `name` ("transfer": a torchvision
     backbone and head as `build` describes, without pretrained weights)."""
     if name == "transfer":
-        from keel.training.transfer import build_transfer
-
         return build_transfer(build["backbone"], n_classes, build["image_size"], weights="none")[0]
     try:
         factory = ARCHITECTURES[name]
     except KeyError:
-        from keel.core.config import BACKBONES
-        from keel.core.errors import ConfigError
-
         raise ConfigError(f"unknown model '{name}'; choose one of {', '.join([*ARCHITECTURES, *BACKBONES])}") from None
     return factory(channels, height, width, n_classes)

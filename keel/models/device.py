@@ -1,0 +1,73 @@
+"""Where and in what precision a network runs, and batched inference: shared by training,
+evaluation and serving."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from keel.core.errors import ConfigError
+from keel.data.batches import to_float
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """CUDA when asked for or available, else the CPU; asking for CUDA without a GPU is a ConfigError."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512-BF16 or AMX), where autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def select_precision(preference: str, device: torch.device) -> str:
+    """'bf16' or 'fp32': bf16 on GPUs that support it and on CPUs with bf16 instructions."""
+    if preference != "auto":
+        return preference
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` on `device` (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (for timing it); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Float32 logits for uint8 images N x C x H x W, computed in batches without gradients."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = to_float(images[start:start + batch_size].to(device, non_blocking=True))
+        with autocast(device, precision):
+            out.append(model(batch).float())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def set_threads() -> None:
+    """Uses every core for intra-op work unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
