@@ -3,6 +3,6 @@ Keel model holds this file instead of a pickled Python object, so loading it unp
 
 from mlflow.models import set_model
 
-from keel.tracking.registry import AnomalyScorer
+from keel.serving.pyfunc import AnomalyScorer
 
 set_model(AnomalyScorer())

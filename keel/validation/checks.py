@@ -1,7 +1,7 @@
 """Great Expectations validation of pixel tables.
 
-Checking each of 784 pixel columns with its own expectation takes GX 15-30 s on Sign-MNIST,
-and melting the table into one 21-million-row column takes ~8 s. Instead, ingest reduces
+Checking each of 784 pixel columns with its own expectation, or melting the table into one
+21-million-row column, is slow on Sign-MNIST (docs/benchmarks.md). Instead, ingest reduces
 every row to a profile (pixel count, min, max, and counts of null, non-numeric and
 non-integer pixels, plus the first offending pixel), and GX checks every row of that
 profile. The verdict is the same -- a row fails exactly when one of its pixels does -- and
@@ -24,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keel.core.atomic import atomic_path
 from keel.core.config import DatasetConfig
-from keel.data.datasets import DatasetVersion
-from keel.core.io import atomic_path
+from keel.data.splits import leakage_sentence
+from keel.data.versions import DatasetVersion
+from keel.modalities.expectations import MIN_EXPECTED_ROWS
+from keel.validation.suite import leakage_expectations, load_suite, structural_suite
 
 MAX_EXAMPLES = 5
 
@@ -133,8 +136,6 @@ def leakage_table(version: DatasetVersion) -> pd.DataFrame:
 
 def leakage_sentences(version: DatasetVersion, limit: float, over_only: bool = False) -> list[str]:
     """The leakage of each held-out part in words (only the parts over `limit` with `over_only`)."""
-    from keel.data.splits import leakage_sentence
-
     return [leakage_sentence(part, figures, limit) for part, figures in version.leakage.items()
             if not over_only or figures["near_copy_share"] > limit]
 
@@ -242,8 +243,6 @@ def failures_of(run: SuiteRun, header: list[str], classes: pd.DataFrame | None) 
 def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
     """Runs the dataset's suite (or its structural suite) on a stored version as training data;
     writes Data Docs (and report.json) to `docs_dir` when given."""
-    from keel.validation.suite import leakage_expectations, load_suite
-
     if version.meta["format"] == "image-folder":
         return validate_image_version(version, config, docs_dir)
     started = time.perf_counter()
@@ -289,16 +288,16 @@ def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: Suit
 
 
 def validate_image_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
-    """The image-folder checks (keel/validation/suite.py image_folder_expectations) on the stored photos;
+    """The image-folder checks (keel.modalities.images expectations) on the stored photos;
     quarantined files were already set aside by ingest and are counted in the report."""
-    from keel.validation.suite import image_folder_expectations, leakage_expectations, structural_suite
-
     started = time.perf_counter()
+    config = version.classes(config)  # the class folders ingest read, unless the config names them
+    suite = structural_suite(config)
     profile = version.profile()
     stored = profile[profile["status"] == "ok"].reset_index(drop=True)
-    classes = class_table(stored["label"].astype(str), config, structural_suite(config)["classes"])
+    classes = class_table(stored["label"].astype(str), config, suite["classes"])
     tables = {"rows": stored, "classes": classes, "leakage": leakage_table(version)}
-    expectations = {**image_folder_expectations(config), "leakage": leakage_expectations(config)}
+    expectations = {**suite["suites"], "leakage": leakage_expectations(config)}
     run = run_suites(tables, expectations, f"{config.name}-{version.id}", docs_dir)
     return _report(config, version, len(stored), run, failures_of(run, [], classes), started,
                    f"image folder ({version.meta['quarantined']} files quarantined at ingest)", docs_dir)
@@ -324,8 +323,6 @@ def _failure(batch: str, result, header: list[str], classes: pd.DataFrame) -> Fa
     elif observed is None and "observed_value" in details:
         observed = str(_plain(details["observed_value"]))
     if batch == "classes" and kwargs.get("column") == "rows" and classes is not None:
-        from keel.validation.suite import MIN_EXPECTED_ROWS
-
         absent = classes[(classes["rows"] == 0) & (classes["expected_rows"] >= MIN_EXPECTED_ROWS)]
         observed = f"missing {_few([f'{r.label} ({r.class_name})' for r in absent.itertuples()])}"
     meta = expectation.meta or {}

@@ -18,7 +18,7 @@ import numpy as np
 
 from keel.models.anomaly import AutoencoderConfig, reconstruction_errors, save_autoencoder, train_autoencoder
 from keel.core.config import DatasetConfig
-from keel.data.datasets import DatasetVersion, group_holdout
+from keel.data.versions import DatasetVersion, group_holdout
 from keel.validation.drift import reference_quantiles
 from keel.validation.suite import inferred_suite, write_suite
 

@@ -1,0 +1,139 @@
+"""What a scoring job reads: the input files (pixel tables, or photos), each read once, and the
+tables of rows it scores, each row named as the outputs name it (id, row number, input file).
+
+A file of pixel rows is one table (rows numbered from 1, ids from the id column); a folder of
+photos is one table of every photo (numbered in path order, ids relative to the folder), the
+entries its listing refused (a link out of the folder...) reported with their reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from keel.core.errors import DatasetError
+from keel.core.io import decompress, exists, is_remote, read_bytes, sha256_hex
+from keel.core.listing import list_files, visible_files
+from keel.data.tables import check_unique_columns, strip_bom
+from keel.serving.outputs import ERROR_COLUMNS
+
+INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+@dataclass
+class Inputs:
+    """Every input file of a job, read once: its bytes and sha256; and the entries a photo
+    listing refused (path -> reason), which are part of what was asked."""
+
+    files: list[str]
+    blobs: list[bytes]
+    refused: dict[str, str] = field(default_factory=dict)
+    sha256: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sha256 = [sha256_hex(data) for data in self.blobs]
+
+    def identity(self) -> list[dict]:
+        return [{"file": path, "sha256": sha} for path, sha in zip(self.files, self.sha256)]
+
+
+@dataclass
+class ScoringTable:
+    """Rows to score, as the model's modality preprocesses them, and how the outputs name each."""
+
+    rows: pa.Table | pd.DataFrame
+    ids: np.ndarray
+    numbers: np.ndarray  # the row numbers the outputs give (from 1)
+    files: np.ndarray  # the input file of each row
+    sha256: np.ndarray  # its sha256
+    refused: pd.DataFrame  # error rows (ERROR_COLUMNS) for entries refused before reading
+
+
+def read_inputs(input_path: str | Path, photos: bool) -> Inputs:
+    """The files a job scores, read: photo files for an image model, else pixel tables."""
+    files, refused = image_files(input_path) if photos else (input_files(input_path), {})
+    return Inputs([str(path) for path in files], [read_bytes(str(path)) for path in files], refused)
+
+
+def input_files(path: str | Path) -> list[str]:
+    """The files to score: `path` itself, or every CSV/parquet file in the folder `path`
+    (local paths or fsspec URLs)."""
+    files = list_files(path, INPUT_SUFFIXES)
+    if files == []:
+        raise DatasetError(f"{path}: the folder holds no .csv, .csv.gz or .parquet files to score")
+    if files is None:
+        if not exists(path):
+            raise DatasetError(f"{path}: no such file or folder")
+        files = [str(path)]
+    return files
+
+
+def image_files(path: str | Path) -> tuple[list[str], dict[str, str]]:
+    """(the photos to score, the entries refused: path -> reason): `path` itself, or every file
+    below the folder `path` by the listing rules of image-folder ingest (keel.core.listing:
+    hidden names skipped, no link followed out of the folder, no folder link followed)."""
+    listing = visible_files(path, recursive=True)
+    if listing is None:
+        if not exists(path):
+            raise DatasetError(f"{path}: no such file or folder")
+        return [str(path)], {}
+    if not listing.files and not listing.quarantined:
+        raise DatasetError(f"{path}: the folder holds no files to score")
+    return listing.files, listing.quarantined
+
+
+def read_table(path: str, data: bytes) -> pa.Table:
+    """A CSV (gzip or not) or parquet file as an Arrow table; unreadable files fail naming the file."""
+    if data[:4] == b"PAR1" or str(path).lower().endswith((".parquet", ".pq")):
+        try:
+            return pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DatasetError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+    text = strip_bom(decompress(str(path), data))
+    if not text.strip():
+        raise DatasetError(f"{path}: the file is empty; nothing to score")
+    try:
+        table = pacsv.read_csv(pa.BufferReader(text))
+    except pa.ArrowInvalid as exc:
+        raise DatasetError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    check_unique_columns(str(path), table.column_names)
+    return table
+
+
+def scoring_tables(inputs: Inputs, input_path: str | Path, photos: bool, id_column: str) -> Iterator[ScoringTable]:
+    """The tables a job scores, each parsed when it is reached: one per file of pixel rows, or
+    one of every photo."""
+    if photos:
+        yield _photo_table(inputs, input_path)
+        return
+    for path, data, sha in zip(inputs.files, inputs.blobs, inputs.sha256):
+        table = read_table(path, data)
+        n = table.num_rows
+        ids = (np.asarray(table.column(id_column).to_pylist(), dtype=object) if id_column in table.column_names
+               else np.arange(1, n + 1))
+        yield ScoringTable(table, ids, np.arange(1, n + 1), np.full(n, path, dtype=object),
+                           np.full(n, sha, dtype=object), pd.DataFrame(columns=ERROR_COLUMNS))
+
+
+def _photo_table(inputs: Inputs, input_path: str | Path) -> ScoringTable:
+    """Every photo (path and bytes) in path order, refused entries numbered among them."""
+    fs, stripped = fsspec.core.url_to_fs(str(input_path))
+    root = (fs.unstrip_protocol(stripped) if is_remote(input_path) else stripped).rstrip("/")
+    entries = sorted([(path, data, sha) for path, data, sha in zip(inputs.files, inputs.blobs, inputs.sha256)]
+                     + [(path, None, reason) for path, reason in inputs.refused.items()], key=lambda e: e[0])
+    names = np.array([path[len(root) + 1:] if path.startswith(root + "/") else Path(path).name for path, _, _ in entries],
+                     dtype=object)
+    kept = np.array([i for i, (_, data, _) in enumerate(entries) if data is not None], dtype=np.int64)
+    refused = pd.DataFrame([{"input_file": path, "row": i + 1, "id": names[i], "column": "", "value": "", "reason": reason}
+                            for i, (path, data, reason) in enumerate(entries) if data is None], columns=ERROR_COLUMNS)
+    rows = pd.DataFrame({"path": [entries[i][0] for i in kept], "data": [entries[i][1] for i in kept]})
+    return ScoringTable(rows, names[kept], kept + 1, np.array([entries[i][0] for i in kept], dtype=object),
+                        np.array([entries[i][2] for i in kept], dtype=object), refused)
