@@ -1,4 +1,4 @@
-"""Keel's Prefect flows and the `keel` command."""
+"""Keel's Prefect flows: each chains the tasks of one user journey (the `keel` command is cli/)."""
 
 from keel.core.secrets import install_log_redaction
 

@@ -39,12 +39,3 @@ def batch_predict_flow(
     check_output_location(input_path, output, format)  # before the model is even looked up
     pinned = resolve_model_version(model)
     return score_batch(pinned, input_path, output, format, force, id_column)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from cli.main import entry
-
-    sys.argv.insert(1, "predict")
-    entry()

@@ -3,7 +3,7 @@
 With no PREFECT_API_URL, Prefect starts a local API server itself at the first flow call and
 waits for it. Started here instead, as the first thing the command does, the server boots on
 the second core while this process imports torch, Prefect, MLflow and Great Expectations
-(~4 s saved on 2 cores). It is the same server Prefect would start: uvicorn serving
+(the saving: docs/benchmarks.md). It is the same server Prefect would start: uvicorn serving
 prefect.server.api.server:create_app in ephemeral mode, UI off, on a free loopback port.
 """
 
@@ -23,6 +23,11 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from keel.core.errors import KeelError
+
+T = TypeVar("T")
 
 
 class TemporaryPrefectAPI:
@@ -37,9 +42,7 @@ class TemporaryPrefectAPI:
         spec = importlib.util.find_spec("prefect")
         if spec is None or not spec.submodule_search_locations:
             return self
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         app_dir = Path(list(spec.submodule_search_locations)[0]).parent
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
@@ -49,6 +52,9 @@ class TemporaryPrefectAPI:
             env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
             # The server dies with this process, even when it is killed with SIGKILL.
             preexec_fn=_die_with_parent(os.getpid()),
+            # Its own session: a Ctrl-C or a scheduler's SIGTERM to this command's process group
+            # leaves it running while the stopping flow reports its state; `stop` ends it then.
+            start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{port}/api"
         return self
@@ -88,6 +94,26 @@ class TemporaryPrefectAPI:
         self.process = None
 
 
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_flow(load: Callable[[], Callable[..., T]], **parameters) -> T:
+    """Calls the flow that `load()` returns with `parameters`, against a temporary API that is
+    started before `load` imports the flow's module (Prefect, torch, MLflow...): the server
+    boots while they load. The server stops when the flow returns or raises."""
+    api = TemporaryPrefectAPI().start()
+    try:
+        flow = load()
+        with api.serving():
+            return flow(**parameters)
+    finally:
+        api.stop()
+
+
 def _die_with_parent(parent: int) -> Callable[[], None] | None:
     """A preexec_fn asking Linux to send the child SIGTERM when its parent dies
     (PR_SET_PDEATHSIG); elsewhere None (the server then lives until stopped)."""
@@ -113,8 +139,6 @@ class _HideUserErrorTracebacks(logging.Filter):
     logs on the Prefect API keep everything (this filter sits on console handlers only)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from keel.core.errors import KeelError
-
         if record.exc_info and isinstance(record.exc_info[1], KeelError):
             return False
         if record.levelno >= logging.ERROR or "Failed(" in str(record.msg):
@@ -124,8 +148,6 @@ class _HideUserErrorTracebacks(logging.Filter):
 
 
 def _user_error_names() -> set[str]:
-    from keel.core.errors import KeelError
-
     names, todo = set(), [KeelError]
     while todo:
         cls = todo.pop()

@@ -1,7 +1,7 @@
 """The training flow: ingest -> validate -> (run) -> augmentation preview -> train -> evaluate
 -> register (as challenger) -> promote (the champion/challenger gate).
 
-Run it as `keel train` or `python -m flows.training` (same options).
+Run it as `keel train` (cli/), or through the `weekly-retraining` deployment (prefect.yaml).
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 from prefect import flow
 
 from keel.core.config import TrainConfig
+from keel.core.contracts import TrainingOutcome
+from keel.stages.runs import kill_run
 from keel.tracking.promotion import PromotionPolicy
+from tasks import is_termination
 from tasks.augment import preview_augmentation
 from tasks.evaluate import evaluate_model
 from tasks.ingest import ingest_dataset
@@ -28,7 +31,7 @@ def training_flow(
     fresh: bool = False,
     model_name: str | None = None,
     promotion: PromotionPolicy = PromotionPolicy(),
-) -> dict:
+) -> TrainingOutcome:
     """Trains, evaluates and registers a model on the dataset the YAML config describes.
 
     Args:
@@ -43,19 +46,15 @@ def training_flow(
     version = ingest_dataset(dataset_config)
     validation = validate_dataset(dataset_config, version)
     run = start_run(dataset_config, version, train, fresh, wait_for=[tracking_ready])
-    preview_augmentation(run, version, train.augment, train.seed)
-    trained = train_model(run, version, train)
-    metrics = evaluate_model(run, version, trained)
-    registered = register_model(run, version, trained, metrics, model_name)
+    try:
+        preview_augmentation(run, version, train.augment, train.seed)
+        trained = train_model(run, version, train)
+        metrics = evaluate_model(run, version, trained)
+        registered = register_model(run, version, trained, metrics, model_name)  # ends the run FINISHED
+    except BaseException as exc:
+        if is_termination(exc):  # SIGTERM or Ctrl-C: not a task, the process is stopping
+            kill_run(run)
+        raise
     verdict = promote_model(version, registered, metrics, promotion)
-    return {"version": version, "validation": validation, "run": run, "trained": trained,
-            "metrics": metrics, "registered": registered, "verdict": verdict}
-
-
-if __name__ == "__main__":
-    import sys
-
-    from cli.main import entry
-
-    sys.argv.insert(1, "train")
-    entry()
+    return TrainingOutcome(version=version, validation=validation, run=run, trained=trained, metrics=metrics,
+                           registered=registered, verdict=verdict)

@@ -1,21 +1,18 @@
-"""Flows for incoming data.
+"""The incoming-data flow: validate a landed file (or each new file of a landing folder) ->
+(if asked and accepted) add it to the curated training data.
 
-- `validate_incoming_flow`: validate a landed file (or each new file of a landing folder) ->
-  (if asked and accepted) add it to the curated training data. Run it as
-  `keel validate --dataset NAME --input PATH`, or through the `validate-incoming` deployment,
-  which `keel watch` triggers for every file that lands.
-- `profile_flow`: ingest the reference -> infer the suite and train the anomaly scorer.
-  Run it as `keel validate profile --dataset NAME`.
+Run it as `keel validate --dataset NAME --input PATH`, or through the `validate-incoming`
+deployment, which `keel watch` triggers for every file that lands. The suite it checks against
+comes from the profile flow (flows/reference_profile.py).
 """
 
 from __future__ import annotations
 
 from prefect import flow
 
-from keel.validation.incoming import batches_summary
+from keel.validation.report import batches_summary
 from keel.core.io import refuse_credentials
-from tasks.incoming import curate_batch, pending_batches, profile_reference, validate_batch
-from tasks.ingest import ingest_dataset
+from tasks.incoming import curate_batch, pending_batches, validate_batch
 
 
 @flow(name="keel-validate-incoming", log_prints=True)
@@ -50,19 +47,3 @@ def validate_incoming_flow(
     if files == [input_path]:
         return results[0]
     return batches_summary(input_path, results)
-
-
-@flow(name="keel-profile-reference", log_prints=True)
-def profile_flow(dataset_config: str, out: str | None = None, epochs: int = 5) -> dict:
-    """Infers the dataset's expectation suite (and anomaly scorer) from its current version."""
-    version = ingest_dataset(dataset_config)
-    return profile_reference(dataset_config, version, out, epochs)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from cli.main import entry
-
-    sys.argv.insert(1, "validate")
-    entry()

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import time
 
-from keel.data.landing import Landed, LandingWatcher, absolute
+from flows.prefect_api import flush_prefect_workers
 from keel.core.io import refuse_credentials
+from keel.data.landing import Landed, LandingWatcher, absolute
 
 EVENT = "keel.data.landed"
 
 
 def emit_landed(landed: Landed, dataset_config: str) -> None:
-    from prefect.events import emit_event
+    from prefect.events import emit_event  # Prefect is slow to import: only once a file has landed
 
     emit_event(
         event=EVENT,
@@ -29,8 +30,6 @@ def emit_landed(landed: Landed, dataset_config: str) -> None:
 def watch(landing: str, dataset_config: str, interval: float = 2.0, once: bool = False, log=print) -> int:
     """Scans `landing` every `interval` seconds and emits one event per new file; with `once`,
     returns after the first scan that finds the folder quiet. Returns the number of events."""
-    from flows.prefect_api import flush_prefect_workers
-
     # Each event carries the file's URL into Prefect's database and the triggered run's parameters.
     refuse_credentials(landing, "the landing folder")
     watcher = LandingWatcher(absolute(landing))

@@ -1,10 +1,18 @@
-"""Prefect tasks: each a few lines that call keel/ and return paths, ids and small dicts."""
+"""Prefect tasks: each a few lines that call keel/ and return typed results.
+
+Every task is declared with `keel_task(name, retry)`: Prefect's task with Keel's retry rules
+(outages are retried, a user's mistake or a stop never) and its errors' credentials masked.
+"""
+
+from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
+from prefect import task
 from prefect.tasks import exponential_backoff
 
-from keel.core.errors import KeelError
+from keel.core.errors import KeelError, stop_exception
 from keel.core.secrets import install_log_redaction, redact_exception
 
 # Workers import the tasks: from here on no log record of this process carries a credential.
@@ -12,9 +20,9 @@ install_log_redaction()
 
 
 def redacted_errors(fn):
-    """Put under @task: an exception leaves the task with its credentials masked (keel.core.secrets),
-    before Prefect stores its text as the run's state message and logs it. An MLflow error
-    otherwise repeats the tracking URI with its password, an fsspec error the dataset URL."""
+    """An exception leaves `fn` with its credentials masked (keel.core.secrets), before Prefect
+    stores its text as the run's state message and logs it. An MLflow error otherwise repeats
+    the tracking URI with its password, an fsspec error the dataset URL."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
@@ -28,14 +36,22 @@ def redacted_errors(fn):
     return run
 
 
+def is_termination(exc: BaseException | None) -> bool:
+    """True for a stop (SIGTERM, Ctrl-C): the exception the signal raised, or one raised while
+    it was being handled (keel.core.errors.stop_exception)."""
+    return stop_exception(exc) is not None
+
+
 def retry_unless_user_error(task, task_run, state) -> bool:
-    """Retry outages, not mistakes: a KeelError (a bad file or config) fails at once."""
+    """Retry outages, not mistakes and not stops: a KeelError (a bad file or config) fails at
+    once, and so does a task that a SIGTERM or Ctrl-C interrupted (`is_termination`): its retry
+    would run against a Prefect API and an MLflow run that are being shut down."""
     try:
         state.result()
     except KeelError:
         return False
-    except Exception:
-        return True
+    except BaseException as exc:
+        return not is_termination(exc)
     return True
 
 
@@ -47,3 +63,13 @@ REMOTE = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=
 # Long tasks that resume from a checkpoint when retried.
 RESUMABLE = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5,
                  retry_condition_fn=retry_unless_user_error)
+
+
+def keel_task(name: str, retry: dict | None = None, **options) -> Callable:
+    """`@keel_task("train", RESUMABLE)`: a Prefect task named `name`, retried as `retry` says
+    (REMOTE, RESUMABLE; None: never), whose errors leave it with their credentials masked."""
+
+    def declare(fn):
+        return task(name=name, **(retry or {}), **options)(redacted_errors(fn))
+
+    return declare

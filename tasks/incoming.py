@@ -1,38 +1,20 @@
-"""Prefect tasks for incoming data: infer the suite, validate a landed batch, curate it."""
+"""Prefect tasks for incoming data: the landed batches to check, validating one, curating it."""
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from keel.stages.pipeline import curate_stage, pending_stage, profile_stage, validate_incoming_stage
-from tasks import REMOTE, redacted_errors
+from keel.stages.incoming import curate_stage, pending_stage, validate_incoming_stage
+from tasks import REMOTE, keel_task
 
 
-@task(name="profile-reference")
-@redacted_errors
-def profile_reference(dataset_config: str, version: dict, out: str | None, epochs: int) -> dict:
-    """The inferred suite's path and the registered autoencoder's URI."""
-    result = profile_stage(dataset_config, version["version_dir"], out, epochs)
-    create_markdown_artifact(
-        key="inferred-suite",
-        markdown=(f"# Suite inferred from {version['dataset']} `{version['version']}`\n\n"
-                  f"- suite: `{result['suite_path']}` ({result['expectations']} expectations)\n"
-                  f"- autoencoder: `{result['model_uri']}`, threshold {result['threshold']:.4g}\n"
-                  + "".join(f"- {k.replace('_', ' ')}: {v:.1%}\n" for k, v in result["behaviour"].items())),
-        description="Expectation suite and anomaly scorer")
-    return result
-
-
-@task(name="pending-batches", **REMOTE)
-@redacted_errors
+@keel_task("pending-batches", REMOTE)
 def pending_batches(dataset_config: str, input_path: str) -> list[str]:
     """[input_path] for a file; for a landing folder, its files without a validation report."""
     return pending_stage(dataset_config, input_path)
 
 
-@task(name="validate-batch", **REMOTE)
-@redacted_errors
+@keel_task("validate-batch", REMOTE)
 def validate_batch(dataset_config: str, input_path: str, report_dir: str | None, labels_path: str | None,
                    id_column: str) -> dict:
     """The batch's verdict, exit code and report paths. The report folder is replaced whole, so a retry is safe."""
@@ -50,8 +32,7 @@ def validate_batch(dataset_config: str, input_path: str, report_dir: str | None,
     return result.to_dict() | {"exit_code": result.exit_code, "accepted": result.accepted, "text": result.summary()}
 
 
-@task(name="curate-batch", **REMOTE)
-@redacted_errors
+@keel_task("curate-batch", REMOTE)
 def curate_batch(dataset_config: str, report_dir: str) -> dict:
     """The new curated dataset version; adding the same clean rows twice adds them once."""
     return curate_stage(dataset_config, report_dir)

@@ -1,16 +1,14 @@
 """Prefect tasks: pin the model version, then score the input files."""
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from keel.tracking.client import client as tracking
+from keel.tracking import client as tracking
 from keel.serving.predict import check_output, score_files
 from keel.tracking.registry import resolve_model
-from tasks import REMOTE, RESUMABLE, redacted_errors
+from tasks import REMOTE, RESUMABLE, keel_task
 
 
-@task(name="check-output")
-@redacted_errors
+@keel_task("check-output")
 def check_output_location(input_path: str, output: str, fmt: str) -> str:
     """The output path, checked before the model is looked up or a row scored: not the input
     nor inside the input folder, an extension that matches the format, a folder that can be
@@ -18,16 +16,14 @@ def check_output_location(input_path: str, output: str, fmt: str) -> str:
     return check_output(input_path, output, fmt)[0]
 
 
-@task(name="resolve-model", **REMOTE)
-@redacted_errors
+@keel_task("resolve-model", REMOTE)
 def resolve_model_version(reference: str) -> dict:
     """NAME, NAME@alias or NAME/version pinned to one version for the whole job."""
     ref = resolve_model(tracking.client(), reference)
     return {"name": ref.name, "version": ref.version, "run_id": ref.run_id, "reference": reference}
 
 
-@task(name="score", **RESUMABLE)
-@redacted_errors
+@keel_task("score", RESUMABLE)
 def score_batch(model: dict, input_path: str, output: str, fmt: str, force: bool, id_column: str) -> dict:
     """The scoring summary. Outputs are written atomically, so a retry is safe."""
     summary = score_files(tracking.client(), f"{model['name']}/{model['version']}", input_path, output,

@@ -1,21 +1,20 @@
 """Prefect task: the champion/challenger gate."""
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from keel.stages.pipeline import promote_stage
+from keel.core.contracts import RegisteredVersion, VersionRef, Verdict
+from keel.stages.registration import promote_stage
 from keel.tracking.promotion import PromotionPolicy
-from tasks import REMOTE, redacted_errors
+from tasks import REMOTE, keel_task
 
 
-@task(name="promote", **REMOTE)
-@redacted_errors
-def promote_model(version: dict, registered: dict, metrics: dict, policy: PromotionPolicy) -> dict:
+@keel_task("promote", REMOTE)
+def promote_model(version: VersionRef, registered: RegisteredVersion, metrics: dict, policy: PromotionPolicy) -> Verdict:
     """The verdict: whether the new version became champion, and why (in words and figures)."""
-    verdict = promote_stage(version["version_dir"], registered["name"], registered["version"], metrics, policy)
-    lines = [f"# {registered['name']} v{registered['version']}: {verdict['text'].split(':')[0]}", ""]
-    lines += [f"- {reason}" for reason in verdict["reasons"]]
-    lines += ["", f"Both models scored on the evaluation split `{verdict['evaluation_ids_sha256']}`."]
+    verdict = promote_stage(version, registered, metrics, policy)
+    lines = [f"# {registered.name} v{registered.version}: {verdict.text().split(':')[0]}", ""]
+    lines += [f"- {reason}" for reason in verdict.reasons]
+    lines += ["", f"Both models scored on the evaluation split `{verdict.evaluation_ids_sha256}`."]
     create_markdown_artifact(key="promotion-verdict", markdown="\n".join(lines),
-                             description=f"gate verdict for {registered['name']} v{registered['version']}")
+                             description=f"gate verdict for {registered.name} v{registered.version}")
     return verdict

@@ -1,29 +1,28 @@
 """Prefect tasks: open (or resume) the MLflow run, then train."""
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from keel.core.config import TrainConfig
-from keel.stages.pipeline import prepare_tracking_stage, start_run_stage, train_stage
-from tasks import REMOTE, RESUMABLE, redacted_errors
+from keel.core.contracts import RunRef, TrainingSummary, VersionRef
+from keel.stages.runs import prepare_tracking_stage, start_run_stage
+from keel.stages.training import train_stage
+from tasks import REMOTE, RESUMABLE, keel_task
 
 
-@task(name="prepare-tracking", **REMOTE)
-@redacted_errors
+@keel_task("prepare-tracking", REMOTE)
 def prepare_tracking(dataset_config: str) -> str:
     """The MLflow experiment id; opens (on first use, creates) the tracking store."""
     return prepare_tracking_stage(dataset_config)
 
 
-@task(name="start-run", **REMOTE)
-@redacted_errors
-def start_run(dataset_config: str, version: dict, train: TrainConfig, fresh: bool = False) -> dict:
+@keel_task("start-run", REMOTE)
+def start_run(dataset_config: str, version: VersionRef, train: TrainConfig, fresh: bool = False) -> RunRef:
     """The MLflow run id and checkpoint folder; an interrupted identical run is resumed, a
     running one waited for (and said so in the log)."""
-    return start_run_stage(dataset_config, version["version_dir"], train, fresh, on_wait=get_run_logger().warning)
+    return start_run_stage(dataset_config, version, train, fresh, on_wait=get_run_logger().warning)
 
 
-@task(name="train", **RESUMABLE)
-@redacted_errors
-def train_model(run: dict, version: dict, train: TrainConfig) -> dict:
+@keel_task("train", RESUMABLE)
+def train_model(run: RunRef, version: VersionRef, train: TrainConfig) -> TrainingSummary:
     """Path of the trained model and the training summary. A retry resumes from the last epoch's checkpoint."""
-    return train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"])
+    return train_stage(run, version, train)

@@ -2,20 +2,19 @@
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from keel.core.contracts import VersionRef
 from keel.core.errors import DataValidationError
-from keel.stages.pipeline import validate_stage
-from tasks import redacted_errors
+from keel.stages.ingest import validate_stage
+from tasks import keel_task
 
 
-@task(name="validate")
-@redacted_errors
-def validate_dataset(dataset_config: str, version: dict) -> dict:
+@keel_task("validate")
+def validate_dataset(dataset_config: str, version: VersionRef) -> dict:
     """The validation summary; raises (failing the flow before training) when an expectation fails."""
     try:
-        report = validate_stage(dataset_config, version["version_dir"])
+        report = validate_stage(dataset_config, version)
     except DataValidationError as exc:
         _publish(exc.report)
         raise

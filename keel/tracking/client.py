@@ -75,14 +75,17 @@ def artifact_url(run_id: str, local_file: str, artifact_path: str) -> str:
 
 
 def git_commit() -> str:
-    """The commit of the Keel checkout that runs ("+dirty" when it has changes), or "unknown"."""
+    """The commit of the Keel checkout that runs ("+dirty" when it has changes); without git
+    metadata (the Docker image has no .git), the commit the image was built from
+    (KEEL_GIT_COMMIT, a build argument: Dockerfile), else "unknown"."""
+    baked = os.environ.get("KEEL_GIT_COMMIT") or "unknown"
     try:
         cwd = Path(__file__).resolve().parents[1]
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
-            return "unknown"
+            return baked
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return baked

@@ -19,13 +19,16 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.core.contracts import Verdict
 from keel.core.errors import KeelError
 from keel.core.secrets import redact_data
+
+# mlflow and scipy are imported where they are used: the command line reads PromotionPolicy
+# for its options and help, and must start without them.
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -60,36 +63,6 @@ class PromotionError(KeelError):
 
 class AliasConflict(PromotionError):
     """The alias moved between the decision and the write."""
-
-
-@dataclass
-class Verdict:
-    """A gate decision with its reasons in words and figures."""
-
-    promote: bool
-    reasons: list[str]
-    challenger_version: str
-    challenger_accuracy: float
-    champion_version: str | None = None
-    champion_accuracy: float | None = None
-    evaluation_ids_sha256: str | None = None
-    details: dict = field(default_factory=dict)
-    # The paired comparison with the champion on the same rows (None without a champion).
-    difference: float | None = None  # challenger accuracy - champion accuracy, (b - c) / rows
-    ci_low: float | None = None  # paired bootstrap interval of the difference at policy.confidence
-    ci_high: float | None = None
-    p_value: float | None = None  # McNemar's exact one-sided test: is the challenger better?
-    b: int | None = None  # rows only the challenger gets right
-    c: int | None = None  # rows only the champion gets right
-    rows: int | None = None
-    split: str | None = None  # what the evaluation rows are, in words
-
-    def text(self) -> str:
-        head = "promoted" if self.promote else "not promoted"
-        return f"{head}: " + "; ".join(self.reasons)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def paired_comparison(challenger_correct: np.ndarray, champion_correct: np.ndarray, confidence: float = 0.95,
@@ -147,8 +120,8 @@ def decide(challenger: dict, champion: dict | None, policy: PromotionPolicy,
                     else f"accuracy {accuracy:.4f} is below the floor {policy.floor:.4f}")
     on = f" on the {split}" if split else ""
     if champion is None:
-        return Verdict(ok, [floor_reason + on, "no champion yet: the floor alone decides"], challenger_version, accuracy,
-                       split=split)
+        return Verdict(promote=ok, reasons=[floor_reason + on, "no champion yet: the floor alone decides"],
+                       challenger_version=challenger_version, challenger_accuracy=accuracy, split=split)
     if challenger_correct is None or champion_correct is None:
         raise ValueError("comparing with a champion needs both models' per-row correctness on the same rows")
     test = paired_comparison(challenger_correct, champion_correct, policy.confidence)
@@ -179,8 +152,8 @@ def decide(challenger: dict, champion: dict | None, policy: PromotionPolicy,
         reasons.append(f"recall fell by more than {policy.max_recall_drop:.4f} for {len(drops)} class(es): {shown}")
     else:
         reasons.append(f"no class's recall fell by more than {policy.max_recall_drop:.4f}")
-    return Verdict(ok, reasons, challenger_version, accuracy, champion_version, float(champion["accuracy"]), split=split,
-                   **test)
+    return Verdict(promote=ok, reasons=reasons, challenger_version=challenger_version, challenger_accuracy=accuracy,
+                   champion_version=champion_version, champion_accuracy=float(champion["accuracy"]), split=split, **test)
 
 
 # --------------------------------------------------------------------------- aliases and audit
@@ -210,37 +183,90 @@ def alias_lock(client, name: str, timeout: float = 60.0, stale_after: float = 12
     """A registry-wide mutex for `name`'s aliases.
 
     Creating a registered model is atomic in every MLflow store (unique name), so the marker
-    model `<name>.keel-alias-lock` is the lock; a holder that died is broken after `stale_after`.
+    model `<name>.keel-alias-lock` is the lock; a holder that died is broken after `stale_after`
+    (by exactly one waiter: _break_stale).
     """
-    from mlflow.exceptions import MlflowException
-
     lock_name = name + LOCK_SUFFIX
     token = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create_registered_model(lock_name, tags={"keel.lock": token, "keel.lock.since": str(time.time())},
-                                           description=f"lock for alias moves of {name}; safe to delete if stale")
-            break
-        except MlflowException:
-            try:
-                held = client.get_registered_model(lock_name)
-                since = float(held.tags.get("keel.lock.since", "0"))
-                if time.time() - since > stale_after:
-                    client.delete_registered_model(lock_name)
-                    continue
-            except MlflowException:
-                continue  # released meanwhile
-            if time.monotonic() > deadline:
-                raise PromotionError(f"alias lock {lock_name} is held; another promotion is running (or delete it if stale)")
-            time.sleep(0.05)
+    while not _try_lock(client, lock_name, token, stale_after):
+        if time.monotonic() > deadline:
+            raise PromotionError(f"alias lock {lock_name} is held; another promotion is running (or delete it if stale)")
+        time.sleep(0.05)
     try:
         yield
     finally:
-        try:
-            client.delete_registered_model(lock_name)
-        except MlflowException:
-            pass
+        if _lock_token(client, lock_name) == token:  # not if it was broken as stale meanwhile
+            _delete_quietly(client, lock_name)
+
+
+def _create_marker(client, marker: str, token: str, description: str) -> bool:
+    """Creates the marker model `marker` holding `token`; False when it exists already."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(marker, tags={"keel.lock": token, "keel.lock.since": str(time.time())},
+                                       description=description)
+        return True
+    except MlflowException:
+        return False
+
+
+def _lock_tags(client, marker: str) -> dict[str, str] | None:
+    """The tags of marker model `marker`, or None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_registered_model(marker).tags)
+    except MlflowException:
+        return None
+
+
+def _lock_token(client, marker: str) -> str | None:
+    tags = _lock_tags(client, marker)
+    return None if tags is None else tags.get("keel.lock", "")
+
+
+def _delete_quietly(client, marker: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(marker)
+    except MlflowException:
+        pass  # gone already
+
+
+def _try_lock(client, lock_name: str, token: str, stale_after: float) -> bool:
+    """One attempt at the lock: take it, or (when it is gone or its holder is stale) clear the
+    way and take it then. False: someone else holds it."""
+    description = f"lock for alias moves of {lock_name.removesuffix(LOCK_SUFFIX)}; safe to delete if stale"
+    if _create_marker(client, lock_name, token, description):
+        return True
+    held = _lock_tags(client, lock_name)
+    if held is not None:
+        if time.time() - float(held.get("keel.lock.since", "0")) <= stale_after:
+            return False
+        if not _break_stale(client, lock_name, held.get("keel.lock", "")):
+            return False
+    return _create_marker(client, lock_name, token, description)
+
+
+def _break_stale(client, lock_name: str, stale_token: str) -> bool:
+    """Deletes the lock of the stale holder `stale_token`, if it is still that one's.
+
+    Of the waiters that found the same holder stale, only the one that creates the breaker
+    marker named after that holder breaks the lock; a waiter that comes late (paused after
+    reading the stale lock) creates the marker after the breaker removed it, and then finds
+    the lock someone took since, which it leaves alone. False: another waiter is breaking it."""
+    breaker = f"{lock_name}.break-{stale_token}"
+    if not _create_marker(client, breaker, uuid.uuid4().hex, f"breaking the stale {lock_name}; safe to delete"):
+        return False
+    try:
+        if _lock_token(client, lock_name) == stale_token:
+            _delete_quietly(client, lock_name)
+        return True
+    finally:
+        _delete_quietly(client, breaker)
 
 
 def record(client, name: str, event: dict) -> dict:

@@ -16,7 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import tempfile
 from pathlib import Path
+
+import mlflow
+from model_signing import hashing
 
 from keel.core import settings
 from keel.core.errors import ConfigError, UntrustedModelError
@@ -43,8 +47,6 @@ def hash_files(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file below `folder` (model-signing's file serialization;
     unlike its default, git files are not skipped: every file counts but MLflow's
     `registered_model_meta`). A symbolic link or a special file raises ValueError."""
-    from model_signing import hashing
-
     config = (hashing.Config()
               .set_ignored_paths(paths=[MLFLOW_WRITES], ignore_git_paths=False)
               .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False))
@@ -97,16 +99,12 @@ def manifest_tags(name: str, folder: Path) -> dict[str, str]:
 
 def download(artifact_uri: str, destination: Path) -> Path:
     """The files at `artifact_uri`, copied below `destination` (nothing is read or run)."""
-    import mlflow
-
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination)))
 
 
 def registration_tags(client, name: str, model_uri: str) -> dict[str, str]:
     """The manifest tags of the model just logged at `model_uri`, from the same artifact
     location a later load downloads (the logged model's, for a `models:/m-...` URI)."""
-    import tempfile
-
     location = model_uri
     if model_uri.startswith("models:/m-"):
         location = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
@@ -208,8 +206,6 @@ def sign_version(client, name: str, version: str) -> str:
     """Signs a version's recorded manifest with the current team key after checking every file
     against it: for versions registered before a key was set, or re-signing after a rotation
     (the old key listed in KEEL_SIGNING_KEY_PREVIOUS). Returns the key id."""
-    import tempfile
-
     signing, _ = _configured_keys()
     if signing is None:
         raise ConfigError("KEEL_SIGNING_KEY is not set; set the team key to sign with")

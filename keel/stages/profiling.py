@@ -1,0 +1,73 @@
+"""The profiling stage: infer a dataset's expectation suite from its reference version and
+register the anomaly scorer (an autoencoder) that goes with it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param
+
+from keel.core.config import DatasetConfig, load_dataset_config
+from keel.core.contracts import VersionRef
+from keel.data.versions import DatasetVersion
+from keel.stages.incoming import default_suite_path
+from keel.stages.ingest import stored
+from keel.stages.runs import log_dataset_input
+from keel.tracking import client as tracking
+from keel.serving.pyfunc import ANOMALY_SCORER, log_pyfunc
+from keel.tracking.registry import register
+from keel.validation.profiling import profile_reference
+from keel.validation.suite import write_suite
+
+
+def profile_stage(dataset_config: str, version: VersionRef, out: str | None = None, epochs: int = 5) -> dict:
+    """Infers the suite from the version, writes it (and the autoencoder), and registers the
+    autoencoder in MLflow as `keel-<dataset>-autoencoder`, tagged with the suite's sha256."""
+    config = load_dataset_config(dataset_config)
+    dataset = stored(version)
+    target = Path(out) if out else default_suite_path(dataset_config)
+    profiled = profile_reference(config, dataset, target, epochs=epochs)
+    doc = profiled["suite"]
+    client = tracking.client()
+    run_id = _profile_run(client, config, dataset, profiled, epochs)
+    rows = np.sort(dataset.indices("evaluation")[:2])
+    example = pd.DataFrame(np.asarray(dataset.images()[rows]).reshape(len(rows), -1).astype(np.int64), columns=config.pixel_columns)
+    model_uri = log_pyfunc(run_id, ANOMALY_SCORER, Path(profiled["weights_path"]),
+                           {"threshold": profiled["threshold"], "pixel_columns": config.pixel_columns}, example)
+    name = f"keel-{config.name}-autoencoder"
+    number = register(client, model_uri, name, run_id, {
+        "dataset": config.name, "dataset_version": dataset.id, "threshold": f"{profiled['threshold']:.6g}",
+        "weights_sha256": doc["anomaly"]["sha256"]}, description=f"anomaly scorer of the {config.name} suite",
+        model_description="Keel anomaly scorer (autoencoder) kept with an expectation suite")
+    doc["anomaly"]["model_uri"] = f"models:/{name}/{number}"
+    write_suite(doc, target)
+    client.log_artifact(run_id, str(target), artifact_path="suite")
+    client.set_model_version_tag(name, number, "suite_sha256", hashlib.sha256(target.read_bytes()).hexdigest())
+    client.set_terminated(run_id, "FINISHED")
+    return {"suite_path": str(target), "weights_path": profiled["weights_path"], "model_uri": doc["anomaly"]["model_uri"],
+            "run_id": run_id, "threshold": profiled["threshold"], "behaviour": profiled["behaviour"],
+            "expectations": sum(len(v) for v in doc["suites"].values()), "seconds": profiled["seconds"]}
+
+
+def _profile_run(client, config: DatasetConfig, version: DatasetVersion, profiled: dict, epochs: int) -> str:
+    """A run in `keel-<dataset>-profiles` with the autoencoder's training history and the
+    suite's figures; returns its id."""
+    doc, trained = profiled["suite"], profiled["trained"]
+    experiment = tracking.experiment_id(client, f"keel-{config.name}-profiles")
+    run = client.create_run(experiment, run_name=f"profile-{version.id[:8]}", tags={
+        "keel.dataset": config.name, "keel.dataset_version": version.id, "keel.git_commit": tracking.git_commit(),
+        "mlflow.source.name": "keel validate profile"})
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    params = {"epochs": epochs, "percentile": doc["anomaly"]["percentile"], "margin": doc["anomaly"]["margin"],
+              **{f"autoencoder.{k}": v for k, v in doc["anomaly"]["architecture"].items()}}
+    metrics = [Metric(k, float(v), now, row["epoch"]) for row in trained.history for k, v in row.items() if k != "epoch"]
+    metrics += [Metric(k, float(v), now, 0) for k, v in profiled["behaviour"].items()]
+    metrics += [Metric("anomaly_threshold", profiled["threshold"], now, 0), Metric("train_seconds", trained.seconds, now, 0)]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+    log_dataset_input(client, run_id, version)
+    return run_id

@@ -1,0 +1,144 @@
+"""The training stage: train (resuming from the run's checkpoint), log the epochs and curves,
+save the model with its spec; and the augmentation preview that goes with it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow.entities import Metric
+
+from keel.core import settings
+from keel.core.config import AugmentConfig, TrainConfig
+from keel.core.contracts import ModelSpec, RunRef, TrainingSummary, VersionRef
+from keel.core.errors import KeelError
+from keel.core.plots import image_grid, learning_curves
+from keel.data.versions import DatasetVersion
+from keel.data.batches import to_float
+from keel.modalities import modality_for
+from keel.models.device import select_device, set_threads
+from keel.models.networks import build_model, inference_model
+from keel.models.transfer import ParentModel
+from keel.serving.pyfunc import load_verified_model
+from keel.stages.ingest import stored
+from keel.tracking import client as tracking
+from keel.training.loop import TrainResult
+from keel.training.train import train
+
+
+def augmentation_preview_stage(run: RunRef, version: VersionRef, augment: AugmentConfig, seed: int = 0,
+                               count: int = 32) -> str:
+    """A PNG grid of augmented training images, logged to the run; returns its path."""
+    dataset = stored(version)
+    rows = np.sort(dataset.indices("train")[:count // 2])
+    raw = torch.from_numpy(np.asarray(dataset.images()[rows])).permute(0, 3, 1, 2).contiguous()
+    images = to_float(raw)
+    # What training does to them (photos: as the DataLoader workers do, at the stored size).
+    photos = dataset.meta["format"] == "image-folder"
+    config = TrainConfig(augment=augment, **({"image_size": dataset.meta["image"]["height"]} if photos else {}))
+    augmented = modality_for(dataset).augment(raw, config, torch.Generator().manual_seed(seed))
+    # Each original above its augmented copy.
+    grid = torch.stack([images, augmented], dim=1).reshape(-1, *images.shape[1:]).numpy()
+    path = settings.reports_dir() / "runs" / run.run_id / "augmentation_grid.png"
+    image_grid(grid, path, columns=8)
+    tracking.client().log_artifact(run.run_id, str(path), artifact_path="augmentation")
+    return str(path)
+
+
+def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, progress: bool | None = None) -> TrainingSummary:
+    """Trains (resuming from the run's checkpoint), logs each epoch's metrics in one batch
+    call, the learning curves and the best weights; returns the saved model and how it went."""
+    set_threads()
+    client = tracking.client()
+    dataset = stored(version)
+    device = select_device(train_config.device)
+    folder = Path(run.checkpoint_dir)
+    image_folder = dataset.meta["format"] == "image-folder"
+    if image_folder != train_config.transfer:
+        raise KeelError(f"model {train_config.model} does not fit dataset {dataset.name}: image folders train "
+                        f"vgg16, resnet18, mobilenet_v3_small or efficientnet_b0 (or --backbone models:/...); pixel "
+                        "tables train cnn, mlp or cnn-wide")
+
+    def log_epoch(epoch: int, metrics: dict, _model) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+
+    parent = None
+    if train_config.backbone:  # a registered model's features start this one
+        classifier = load_verified_model(train_config.backbone)
+        parent = ParentModel(train_config.backbone, classifier.model, classifier.config)
+    result = train(dataset, train_config, device, folder / "last.pt", on_epoch_end=log_epoch, progress=progress,
+                   parent=parent)
+    if image_folder:
+        client.set_tag(run.run_id, "keel.pretrained", result.pretrained)
+        client.set_tag(run.run_id, "keel.phase_boundary_epoch", str(result.phase_boundary))
+    planned_epochs = _log_training(client, run.run_id, result, log_epoch)
+    model_path = folder / "model.pt"
+    spec = model_spec(dataset, train_config, result)
+    torch.save({"state_dict": result.model.state_dict(), "model_config": spec.model_dump()}, model_path)
+    return TrainingSummary(
+        model_path=str(model_path), epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
+        train_seconds=result.train_seconds, loop_seconds=result.loop_seconds, device=result.device,
+        precision=result.precision, planned_epochs=planned_epochs, stop_reason=result.stop_reason,
+        history=result.history)
+
+
+def _log_training(client, run_id: str, result: TrainResult, log_epoch) -> int:
+    """Logs what the run lacks of the epochs, the loop's figures and the learning curves;
+    returns the epochs the schedule spans."""
+    # A run killed between an epoch's checkpoint and its log_batch resumes after that epoch:
+    # log what the checkpoint holds but MLflow never received.
+    logged = {m.step for m in client.get_metric_history(run_id, "val_accuracy")}
+    for row in result.history:
+        if row["epoch"] not in logged:
+            log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"}, None)
+    # The epochs the schedule spans: the time budget may plan fewer than --epochs (the transfer
+    # loop plans none: its count is the epochs run).
+    planned_epochs = result.planned_epochs or result.epochs_run
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[
+        Metric("best_epoch", result.best_epoch, now, 0),
+        Metric("train_seconds", result.train_seconds, now, 0),
+        Metric("loop_seconds", result.loop_seconds, now, 0),
+        Metric("planned_epochs", planned_epochs, now, 0),
+    ])
+    client.set_tag(run_id, "keel.device", result.device)
+    client.set_tag(run_id, "keel.precision", result.precision)
+    curves = learning_curves(result.history, settings.reports_dir() / "runs" / run_id / "learning_curves.png",
+                             phase_boundary=getattr(result, "phase_boundary", None))
+    client.log_artifact(run_id, str(curves), artifact_path="training")
+    return planned_epochs
+
+
+def model_spec(version: DatasetVersion, train_config: TrainConfig, result: TrainResult) -> ModelSpec:
+    """How to rebuild and feed the trained network (saved with it, logged with the registered model)."""
+    image_folder = version.meta["format"] == "image-folder"
+    image = version.meta["image"]
+    return ModelSpec(
+        architecture="transfer" if image_folder else train_config.model,
+        **({"build": result.build, "input": "image", "pretrained": result.pretrained} if image_folder else {}),
+        image=image,
+        labels=version.meta["labels"],
+        class_names=version.meta["class_names"],
+        label_column=version.meta["label_column"],
+        pixel_columns=[] if image_folder else [  # the dataset's own names (its pixel_prefix), not pixel1..
+            c for c in version.meta["header"] if c not in (version.meta["label_column"], version.meta.get("group_column"))],
+        inference_precision="auto",
+        dataset=version.name,
+        dataset_version=version.id,
+    )
+
+
+def load_trained(model_path: str, for_inference: bool = False) -> tuple[torch.nn.Module, ModelSpec]:
+    """The model and its spec saved by train_stage (as served, when `for_inference`)."""
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    spec = ModelSpec.model_validate(saved["model_config"])
+    image = spec.image
+    model = build_model(spec.architecture, image.channels, image.height, image.width, len(spec.labels), **(spec.build or {}))
+    model.load_state_dict(saved["state_dict"])
+    if for_inference:
+        model = inference_model(model)
+    return model.to(memory_format=torch.channels_last).eval(), spec
