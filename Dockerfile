@@ -1,7 +1,7 @@
 # The Keel image: the flows, their dependencies (PyTorch's CUDA build, which also runs on CPU),
 # Prefect and MLflow. docker-compose.yml runs the workers, the watcher, the deploy job and the
 # MLflow server from it.
-#   docker build -t keel:latest .
+#   make image    (docker build with the checkout's commit, see KEEL_GIT_COMMIT below)
 #   docker run --rm keel:latest keel --help
 FROM python:3.11-slim
 
@@ -31,7 +31,7 @@ RUN mkdir -p keel tasks flows cli ops \
     && rm -rf keel tasks flows cli ops build *.egg-info
 
 # The packages, installed editable: the code runs from /opt/keel, where the deployments'
-# entrypoints are, and ops.stack finds prefect.yaml next to its own package folder.
+# entrypoints are, and ops.settings finds prefect.yaml next to its own package folder.
 COPY --chown=keel:keel keel/ keel/
 COPY --chown=keel:keel tasks/ tasks/
 COPY --chown=keel:keel flows/ flows/
@@ -47,6 +47,13 @@ COPY --chown=keel:keel mlruns/.gitkeep mlruns/
 # Folders that volumes are mounted on (the watcher's state in .keel-watch), owned by `keel`.
 RUN mkdir -p data/landing/incoming data/landing/scoring reports predictions .keel-watch \
     && chown keel:keel data/landing data/landing/incoming data/landing/scoring reports predictions .keel-watch
+
+# The commit the image is built from (.git stays out of it): models registered from the image
+# are tagged with it (keel.tracking.client.git_commit). `make image` and `docker compose build`
+# pass it (KEEL_GIT_COMMIT=$(git rev-parse HEAD) docker compose build); last, so that a new
+# commit rebuilds only this layer.
+ARG KEEL_GIT_COMMIT=unknown
+ENV KEEL_GIT_COMMIT=${KEEL_GIT_COMMIT}
 
 USER keel
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit test-flows bench clean stack stack-down
+.PHONY: setup run test test-unit test-component test-flows test-integration test-gpu bench clean stack stack-down image
 
 setup: $(STAMP)
 
@@ -22,11 +22,21 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# One tier at a time (tests/<tier>/; see tests/conftest.py). `make test` runs every tier.
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+test-component: $(STAMP)
+	$(BIN)/python -m pytest tests/component
+
 test-flows: $(STAMP)
 	$(BIN)/python -m pytest tests/flows
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest tests/gpu
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_sign_mnist.py
@@ -43,3 +53,9 @@ stack: $(STAMP)
 
 stack-down: $(STAMP)
 	$(BIN)/keel stack down
+
+# The Keel image (Dockerfile), with the commit it is built from ("+dirty" with uncommitted
+# changes): models registered from it are tagged with that commit.
+image:
+	docker build --build-arg KEEL_GIT_COMMIT=$$(git rev-parse HEAD)$$(git diff --quiet HEAD -- || echo +dirty) \
+		-t $${KEEL_IMAGE:-keel:latest} .
