@@ -1,4 +1,14 @@
-"""Shared fixtures: small real subsets of the bundled data, and an isolated Keel home."""
+"""Shared fixtures (small real subsets of the bundled data, an isolated Keel home) and the test tiers.
+
+Tiers are folders, and each test gets its folder's marker here (never by hand):
+  unit         pure functions: seconds, no MLflow store, no training, no Great Expectations
+  component    a real MLflow store, Great Expectations, one-epoch training
+  flows        whole Prefect flows and the `keel` command (one session-wide Prefect test harness)
+  integration  the team stack on PostgreSQL (fails, never skips, when PostgreSQL does not answer)
+  gpu          CUDA paths: every test is skipped, with NO_GPU as the reason, where no GPU is visible
+`make test` runs them all; a tier whose tests were all skipped for any other reason fails the run.
+Test files need names unique across tiers (the folders are not packages).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+TIERS = ("unit", "component", "flows", "integration", "gpu")  # registered as markers in pyproject.toml
+NO_GPU = "no CUDA GPU visible (torch.cuda.is_available() is False): the gpu tier runs where one is"
 SIGN_MNIST_CSV = REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz"
 SIGN_MNIST_CONFIG = REPO / "conf" / "datasets" / "sign-mnist.yaml"
 
@@ -19,6 +32,79 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own embedded stores
+
+
+def tier_of(path: str | Path) -> str | None:
+    """The tier folder under tests/ that holds `path`, or None outside every tier."""
+    path = Path(path).resolve()
+    parts = path.relative_to(TESTS).parts if path.is_relative_to(TESTS) else ()
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+def cuda_available() -> bool:
+    import torch  # heavy: imported only when the gpu tier was collected
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its tier folder; skip the gpu tier, with the reason, where no GPU is."""
+    no_gpu = None
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid} is in no tier folder: put it under tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "gpu":
+            no_gpu = (not cuda_available()) if no_gpu is None else no_gpu
+            if no_gpu:
+                item.add_marker(pytest.mark.skip(reason=NO_GPU))
+
+
+class TierCheck:
+    """Fails the run when a tier collected tests but every one that ran was skipped (a missing
+    server, a missing file, a mistyped condition), except the gpu tier skipped for want of a GPU:
+    CI must not pass while a whole tier silently did nothing."""
+
+    def __init__(self):
+        self.ran: set[str] = set()
+        self.skips: dict[str, dict[str, str]] = {}
+        self.problems: list[str] = []
+
+    def pytest_runtest_logreport(self, report):
+        self.record(report)
+
+    def pytest_collectreport(self, report):
+        """A module skipped as a whole (`pytest.skip(..., allow_module_level=True)`, importorskip)."""
+        if report.skipped:
+            self.record(report)
+
+    def record(self, report):
+        tier = tier_of(REPO / report.nodeid.split("::")[0]) if report.nodeid else None
+        if tier is None:
+            return
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.skips.setdefault(tier, {})[report.nodeid] = reason.removeprefix("Skipped: ")
+        elif report.when == "call" or report.failed:
+            self.ran.add(tier)
+
+    def pytest_sessionfinish(self, session):
+        for tier, skipped in sorted(self.skips.items()):
+            reasons = sorted(set(skipped.values()))
+            if tier in self.ran or (tier == "gpu" and reasons == [NO_GPU]):
+                continue
+            self.problems.append(f"every test of the {tier} tier was skipped ({len(skipped)}): " + "; ".join(reasons))
+        if self.problems and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        for problem in self.problems:
+            terminalreporter.write_line(f"TIER SKIPPED: {problem}", red=True, bold=True)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(TierCheck(), "keel-tier-check")
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +164,12 @@ def registered_model(tmp_path_factory, small_rows):
     """A model trained 1 epoch on the 480-row subset and registered (v1, champion) in its own
     embedded store. KEEL_HOME points at that store for the whole session unless a test sets
     its own with `keel_home`."""
-    from keel.stages import pipeline
     from keel.core.config import TrainConfig
+    from keel.stages.evaluation import evaluate_stage
+    from keel.stages.ingest import ingest_stage
+    from keel.stages.registration import promote_stage, register_stage
+    from keel.stages.runs import start_run_stage
+    from keel.stages.training import load_trained, train_stage
     from keel.tracking.promotion import PromotionPolicy
 
     home = tmp_path_factory.mktemp("registry-home")
@@ -88,15 +178,14 @@ def registered_model(tmp_path_factory, small_rows):
     csv = home / "small.csv"
     small_rows.to_csv(csv, index=False)
     config = write_dataset_config(home, csv)
-    version = pipeline.ingest_stage(str(config))
+    version = ingest_stage(str(config))
     train = TrainConfig(epochs=1, batch_size=64)
-    run = pipeline.start_run_stage(str(config), version["version_dir"], train)
-    trained = pipeline.train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"], progress=False)
-    model, _ = pipeline.load_trained(trained["model_path"], for_inference=True)
-    metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
-    registered = pipeline.register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics)
-    verdict = pipeline.promote_stage(version["version_dir"], registered["name"], registered["version"], metrics,
-                                     PromotionPolicy(floor=0.0))
-    yield {"home": home, "config": config, "version": version, "registered": registered, "model": model,
-           "metrics": metrics, "verdict": verdict}
+    run = start_run_stage(str(config), version, train)
+    trained = train_stage(run, version, train, progress=False)
+    model, _ = load_trained(trained.model_path, for_inference=True)
+    metrics = evaluate_stage(run, version, trained)
+    registered = register_stage(run, version, trained, metrics)
+    verdict = promote_stage(version, registered, metrics, PromotionPolicy(floor=0.0))
+    yield {"home": home, "config": config, "version": version, "run": run, "trained": trained, "registered": registered,
+           "model": model, "metrics": metrics, "verdict": verdict}
     patch.undo()

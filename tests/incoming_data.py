@@ -25,7 +25,7 @@ MNIST_IMAGES = REPO / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 def clean_batch() -> pd.DataFrame:
     """480 unseen reference rows: 20 of each class, shuffled."""
     from keel.core.config import load_dataset_config
-    from keel.data.datasets import ingest
+    from keel.modalities import ingest
     from keel.validation.profiling import held_out_halves
 
     frame = pd.read_csv(SIGN_MNIST_CSV)

@@ -23,10 +23,11 @@ def model_config() -> dict:
 
 
 def register_small_model(rows: pd.DataFrame, name: str = "keel-trust", seed: int = 0) -> dict:
-    """A freshly initialised CNN logged and registered by keel.tracking.registry (as register_stage does),
-    made champion. Returns its name, version, run id and the torch model."""
-    from keel.tracking.client import registry
-    from keel.tracking.client import client as tracking
+    """A freshly initialised CNN logged (keel.serving.pyfunc) and registered (keel.tracking.registry)
+    as register_stage does, made champion. Returns its name, version, run id and the torch model."""
+    from keel.serving.pyfunc import CLASSIFIER, log_pyfunc
+    from keel.tracking.registry import register
+    from keel.tracking import client as tracking
     from keel.models.networks import build_model
 
     torch.manual_seed(seed)
@@ -34,8 +35,8 @@ def register_small_model(rows: pd.DataFrame, name: str = "keel-trust", seed: int
     client = tracking.client()
     run = client.create_run(tracking.experiment_id(client, "keel-trust-tests"))
     example = rows.head(2).drop(columns=["label"]).astype("int64")
-    uri = registry.log_pixel_classifier(run.info.run_id, model, model_config(), example)
-    version = registry.register(client, uri, name, run.info.run_id, {"architecture": "cnn"})
+    uri = log_pyfunc(run.info.run_id, CLASSIFIER, model, model_config(), example)
+    version = register(client, uri, name, run.info.run_id, {"architecture": "cnn"})
     client.set_registered_model_alias(name, "champion", version)
     return {"name": name, "version": version, "run_id": run.info.run_id, "model": model, "model_uri": uri}
 
@@ -43,7 +44,7 @@ def register_small_model(rows: pd.DataFrame, name: str = "keel-trust", seed: int
 def artifact_folder(name: str, version: str) -> Path:
     """Where the embedded store keeps the version's files: what an attacker with write access
     to the artifact store (and nothing else) can change."""
-    from keel.tracking.client import client as tracking
+    from keel.tracking import client as tracking
     from keel.core.io import local_path
 
     folder = local_path(tracking.client().get_model_version_download_uri(name, version))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from flows.prefect_api import wait_for_health
-from ops.stack import free_port
+from flows.prefect_api import free_port
 
 
 @contextlib.contextmanager

@@ -4,8 +4,6 @@ import os
 
 import pytest
 
-pytestmark = pytest.mark.flows
-
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():

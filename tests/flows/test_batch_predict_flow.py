@@ -5,11 +5,9 @@ import pytest
 
 from flows.batch_predict import batch_predict_flow
 
-pytestmark = pytest.mark.flows
-
 
 def test_batch_predict_flow_scores_and_reports(tmp_path, small_rows, registered_model):
-    name = registered_model["registered"]["name"]
+    name = registered_model["registered"].name
     rows = small_rows.head(40).copy().astype(object)
     rows.loc[5, "pixel10"] = 999
     source = tmp_path / "landing.csv"
@@ -35,7 +33,7 @@ def test_an_unreadable_file_fails_once_without_retries(tmp_path, small_rows, reg
     broken.write_bytes(broken.read_bytes()[:2000])
     started = time.monotonic()
     with pytest.raises(DatasetError, match=r"broken\.csv\.gz: the gzip stream is truncated"):
-        batch_predict_flow(model=registered_model["registered"]["name"], input_path=str(broken),
+        batch_predict_flow(model=registered_model["registered"].name, input_path=str(broken),
                            output=str(tmp_path / "p.parquet"))
     assert time.monotonic() - started < 5  # no 5 s retry delay
     assert not (tmp_path / "p.parquet").exists()
@@ -74,7 +72,7 @@ def test_an_output_that_is_the_input_exits_2_and_leaves_the_input_alone(tmp_path
     source = tmp_path / "same.csv"
     small_rows.head(20).to_csv(source, index=False)
     before = source.read_bytes()
-    name = registered_model["registered"]["name"]
+    name = registered_model["registered"].name
     assert main(["predict", "--model", name, "--input", str(source), "--output", str(source)]) == 2
     assert "the output is the input file" in capsys.readouterr().err
     assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["same.csv"]

@@ -31,10 +31,8 @@ import pandas as pd
 import pytest
 
 from cli.main import main
-from ops.stack import free_port
+from flows.prefect_api import free_port
 from tests.incoming_data import REPO, clean_batch
-
-pytestmark = pytest.mark.flows
 
 SIGN_MNIST = str(REPO / "conf" / "datasets" / "sign-mnist.yaml")
 
@@ -222,4 +220,4 @@ def test_a_header_only_file_still_writes_the_full_schema(tmp_path, keel_home, re
 def registered_model_name(registered_model, keel_home, monkeypatch):
     """The session's registered model, in its own store (the probe's files go elsewhere)."""
     monkeypatch.setenv("KEEL_HOME", str(registered_model["home"]))
-    return registered_model["registered"]["name"]
+    return registered_model["registered"].name

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ops.stack import free_port
+from flows.prefect_api import free_port
 from flows.training import training_flow
 from keel.core.config import TrainConfig
 from keel.core.errors import DatasetError
 from keel.tracking.promotion import PromotionPolicy
 from tests import servers
 from tests.conftest import write_dataset_config
-
-pytestmark = pytest.mark.flows
 
 PASSWORD = "PLANTED-PASSWORD-123"
 USERINFO = f"user:{PASSWORD}"
@@ -141,9 +139,9 @@ def test_planted_passwords_are_found_nowhere(tmp_path, keel_home, csv_server, ml
     config = write_dataset_config(configs, source, name="secret-source")
     result = training_flow(dataset_config=str(config), train=TrainConfig(epochs=1, batch_size=64),
                            promotion=PromotionPolicy(floor=0.0))
-    assert result["registered"]["version"] == "1" and result["verdict"]["promote"]
+    assert result.registered.version == "1" and result.verdict.promote
     assert authorizations and set(authorizations) == {f"Basic {FORMS[1].decode()}"}  # the credential did reach the server
-    meta = Path(result["version"]["version_dir"]) / "meta.json"
+    meta = result.version.path / "meta.json"
     assert "http://user:***@127.0.0.1:" in meta.read_text()  # the source is still named, without its password
 
     # 2. A source whose server refuses the connection: the error names the URL, not the password.

@@ -11,16 +11,14 @@ import mlflow
 import numpy as np
 import pytest
 
-from cli.main import summary
+from cli.train import summary
 from flows.training import training_flow
-from keel.tracking.client import client as tracking
+from keel.tracking import client as tracking
 from keel.core.config import TrainConfig
 from keel.core.errors import DataValidationError
 from keel.tracking.promotion import PromotionPolicy, current_version, history
 from tests.bad_data import CASES
 from tests.conftest import REPO, stratified_rows, write_dataset_config
-
-pytestmark = pytest.mark.flows
 
 ONE_EPOCH = TrainConfig(epochs=1, batch_size=64)
 
@@ -35,23 +33,23 @@ def _artifact_keys():
 def test_flow_trains_evaluates_registers_and_promotes(keel_home, small_config, small_rows):
     any_accuracy = PromotionPolicy(floor=0.0)
     result = training_flow(dataset_config=str(small_config), train=ONE_EPOCH, promotion=any_accuracy)
-    registered = result["registered"]
-    assert registered["name"] == "keel-sign-mnist-small" and registered["version"] == "1"
-    assert result["verdict"]["promote"] and "no champion yet" in result["verdict"]["text"]
-    assert result["trained"]["epochs_run"] == 1
-    evaluation = result["metrics"]["evaluation"]
+    registered = result.registered
+    assert registered.name == "keel-sign-mnist-small" and registered.version == "1"
+    assert result.verdict.promote and "no champion yet" in result.verdict.text()
+    assert result.trained.epochs_run == 1 and Path(result.trained.model_path).parent == Path(result.run.checkpoint_dir)
+    evaluation = result.metrics["evaluation"]
     confusion = np.array(evaluation["confusion_matrix"])
-    assert evaluation["rows"] == confusion.sum() == len(np.load(Path(result["version"]["version_dir"]) / "evaluation_idx.npy"))
+    assert evaluation["rows"] == confusion.sum() == len(np.load(result.version.path / "evaluation_idx.npy"))
     assert evaluation["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
-    assert result["validation"]["success"] and Path(result["validation"]["docs_index"]).exists()
+    assert result.validation["success"] and Path(result.validation["docs_index"]).exists()
     # Every number names its split: the run, the model version, the verdict and the summary.
-    split = result["version"]["split"]
+    split = result.version.split
     assert split.startswith(f"group-aware split: {evaluation['rows']:,} evaluation rows in ")
-    assert split in result["verdict"]["text"] and split in summary(result, 1.0)
+    assert split in result.verdict.text() and split in summary(result, 1.0)
     assert "1-nearest-neighbour lookup" in summary(result, 1.0)
 
     client = tracking.client()
-    run = client.get_run(registered["run_id"])
+    run = client.get_run(registered.run_id)
     assert run.info.status == "FINISHED"
     assert {"evaluation_accuracy", "evaluation_macro_f1", "val_accuracy", "train_loss",
             "baseline_1nn_evaluation_accuracy", "evaluation_near_copy_share"} <= set(run.data.metrics)
@@ -69,12 +67,12 @@ def test_flow_trains_evaluates_registers_and_promotes(keel_home, small_config, s
 
     # The same data, config and seed give the same model: no evidence that it beats the champion.
     again = training_flow(dataset_config=str(small_config), train=ONE_EPOCH, promotion=any_accuracy)
-    assert again["version"]["reused"] and again["registered"]["version"] == "2"
-    assert not again["verdict"]["promote"] and "no evidence of improvement: " in again["verdict"]["text"]
-    assert "(+0.0000, 95 % CI +0.0000..+0.0000, McNemar p = 1.000)" in again["verdict"]["text"]
+    assert again.version.reused and again.registered.version == "2"
+    assert not again.verdict.promote and "no evidence of improvement: " in again.verdict.text()
+    assert "(+0.0000, 95 % CI +0.0000..+0.0000, McNemar p = 1.000)" in again.verdict.text()
     assert current_version(client, "keel-sign-mnist-small", "champion") == "1"
     assert current_version(client, "keel-sign-mnist-small", "challenger") == "2"
-    assert client.get_model_version("keel-sign-mnist-small", "2").tags["keel.verdict"] == again["verdict"]["text"]
+    assert client.get_model_version("keel-sign-mnist-small", "2").tags["keel.verdict"] == again.verdict.text()
     assert [(e["alias"], e["to"]) for e in history(client, "keel-sign-mnist-small")] == [
         ("challenger", "1"), ("champion", "1"), ("challenger", "2")]
 
@@ -105,7 +103,9 @@ def test_killed_run_resumes_where_it_stopped(keel_home, tmp_path, sign_mnist_row
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "KEEL_HOME": str(keel_home), "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
-    args = [sys.executable, "-m", "flows.training", "--dataset-config", str(config), "--epochs", "6", "--batch-size", "64"]
+    # No time budget: on a busy machine it would plan fewer than the 6 epochs this run must finish.
+    args = [sys.executable, "-m", "cli.main", "train", "--dataset-config", str(config), "--epochs", "6", "--batch-size", "64",
+            "--time-budget", "0"]
     process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -119,16 +119,16 @@ def test_killed_run_resumes_where_it_stopped(keel_home, tmp_path, sign_mnist_row
         process.wait(timeout=30)
         process.stderr.close()
 
-    result = training_flow(dataset_config=str(config), train=TrainConfig(epochs=6, batch_size=64),
+    result = training_flow(dataset_config=str(config), train=TrainConfig(epochs=6, batch_size=64, time_budget=0),
                            promotion=PromotionPolicy(floor=0.0))
-    trained = result["trained"]
-    assert trained["resumed_from_epoch"] >= 1 and trained["resumed_from_epoch"] < 6
-    assert trained["epochs_run"] == 6 or trained["stopped_early"]
-    run_id = result["registered"]["run_id"]
+    trained = result.trained
+    assert result.run.resumed and 1 <= trained.resumed_from_epoch < 6
+    assert trained.epochs_run == 6 or trained.stopped_early
+    run_id = result.registered.run_id
     client = tracking.client()
     assert client.get_run(run_id).data.tags["keel.resumed"] == "true"
     steps = sorted(m.step for m in client.get_metric_history(run_id, "val_accuracy"))
-    assert steps == list(range(1, trained["epochs_run"] + 1))  # each epoch logged once, in one run
+    assert steps == list(range(1, trained.epochs_run + 1))  # each epoch logged once, in one run
 
 
 # A `keel train` process that imports everything first, then waits until files matching a
@@ -162,7 +162,7 @@ def test_identical_trainings_started_together_get_two_runs(keel_home, tmp_path, 
     options = ["--dataset-config", str(config), "--time-budget", "0", "--epochs", "2", "--batch-size", "64", "--floor", "0"]
     checkpoints = keel_home / "data" / "checkpoints"
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
-    commands = [[sys.executable, "-m", "flows.training", *options],
+    commands = [[sys.executable, "-m", "cli.main", "train", *options],
                 # Released as soon as the first has opened its MLflow run.
                 [sys.executable, "-c", _GATED_TRAIN, str(checkpoints), "twins/*/run.json", *options]]
     processes = []

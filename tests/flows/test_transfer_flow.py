@@ -1,14 +1,12 @@
 """Transfer learning on a small real subset of the fruit photos: both phases through the
 training flow, a registered model as the next model's backbone, and image-folder scoring."""
 
-from pathlib import Path
-
 import mlflow
+import numpy as np
 import pandas as pd
-import torch
 
 from cli.main import main
-from keel.tracking.client import client as tracking
+from keel.tracking import client as tracking
 from keel.tracking.promotion import current_version
 from tests.flows.test_training_flow import _artifact_keys
 from tests.image_data import fruits_config, plant_bad_files, small_fruits
@@ -63,5 +61,4 @@ def test_two_phases_then_a_registered_backbone_then_scoring_photos(tmp_path, kee
     loaded = mlflow.pyfunc.load_model("models:/keel-fruits-small@champion")
     direct = loaded.predict(pd.DataFrame({"path": [str(landing / i) for i in scores["id"]]}))
     assert direct["class_name"].tolist() == scores["class_name"].tolist()
-    assert torch.is_tensor(loaded.unwrap_python_model().model.head.weight)
-    assert Path(out).exists()
+    np.testing.assert_allclose(direct["confidence"].to_numpy(), scores["confidence"].to_numpy(), rtol=1e-4)

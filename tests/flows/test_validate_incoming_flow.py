@@ -37,8 +37,8 @@ def test_exit_codes(tmp_path, keel_home):
 
 
 def test_profile_then_validate_then_curate_then_train_on_the_new_version(tmp_path, keel_home, small_rows):
-    from keel.tracking.client import client as tracking
-    from keel.data.datasets import ingest
+    from keel.tracking import client as tracking
+    from keel.modalities import ingest
     from keel.core.config import load_dataset_config
 
     base = tmp_path / "base.csv"
@@ -66,7 +66,7 @@ def test_profile_then_validate_then_curate_then_train_on_the_new_version(tmp_pat
     from keel.core.config import TrainConfig
 
     result = training_flow(dataset_config=str(config_path), train=TrainConfig(epochs=1, batch_size=64))
-    assert result["version"]["version"] == curated.id and result["validation"]["success"]
+    assert result.version.version == curated.id and result.validation["success"]
     assert yaml.safe_load(config_path.read_text())["expectations"] == str(suite)
 
 

@@ -4,15 +4,20 @@
 import mlflow
 import pytest
 
-from ops.stack import Stack, StackSettings, check_mlflow_credentials, free_port, spawn, stop, wait_healthy
-from keel.stages import pipeline
-from keel.tracking.client import client as tracking
+from ops.credentials import check_mlflow_credentials
+from flows.prefect_api import free_port
+from ops.processes import spawn, stop, wait_healthy
+from ops.stack import Stack, StackSettings
+from keel.stages.evaluation import evaluate_stage
+from keel.stages.ingest import ingest_stage
+from keel.stages.registration import promote_stage, register_stage
+from keel.stages.runs import start_run_stage
+from keel.stages.training import train_stage
+from keel.tracking import client as tracking
 from keel.core.config import TrainConfig
 from keel.core.errors import KeelError
 from keel.tracking.promotion import PromotionPolicy, current_version
 from tests import servers
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -27,23 +32,22 @@ def test_training_stages_register_and_promote_on_a_tracking_server(mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     assert not tracking.embedded() and tracking.tracking_uri() == url
     config = str(small_config)
-    version = pipeline.ingest_stage(config)
+    version = ingest_stage(config)
     train = TrainConfig(epochs=1, batch_size=64)
-    run = pipeline.start_run_stage(config, version["version_dir"], train)
-    trained = pipeline.train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"], progress=False)
-    metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
-    registered = pipeline.register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics)
-    verdict = pipeline.promote_stage(version["version_dir"], registered["name"], registered["version"], metrics,
-                                     PromotionPolicy(floor=0.0))
-    assert verdict["promote"]
+    run = start_run_stage(config, version, train)
+    trained = train_stage(run, version, train, progress=False)
+    metrics = evaluate_stage(run, version, trained)
+    registered = register_stage(run, version, trained, metrics)
+    verdict = promote_stage(version, registered, metrics, PromotionPolicy(floor=0.0))
+    assert verdict.promote
     client = tracking.client()
-    assert current_version(client, registered["name"], "champion") == registered["version"]
-    predictions = mlflow.pyfunc.load_model(f"models:/{registered['name']}@champion").predict(small_rows.head(3))
+    assert current_version(client, registered.name, "champion") == registered.version
+    predictions = mlflow.pyfunc.load_model(f"models:/{registered.name}@champion").predict(small_rows.head(3))
     assert len(predictions) == 3
     # Keel's own loader: every file, downloaded through the server's artifact proxy, matches the manifest.
-    from keel.tracking.registry import load_registered
+    from keel.serving.pyfunc import load_verified_model
 
-    verified = load_registered(f"models:/{registered['name']}@champion").predict(None, small_rows.head(3))
+    verified = load_verified_model(f"models:/{registered.name}@champion").predict(None, small_rows.head(3))
     assert verified["label"].tolist() == predictions["label"].tolist()
     assert not (keel_home / "mlruns").exists()  # nothing went to the embedded store
     assert any(artifacts.rglob("MLmodel"))  # the server stored the model's artifacts

@@ -24,21 +24,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops.stack import (
-    POOLS,
-    SERVER_ONLY_ENV,
-    Stack,
-    StackSettings,
-    alive,
-    descendants,
-    drop_database,
-    kill_hard,
-    postgres_reachable,
-)
+from ops.postgres import drop_database, postgres_reachable
+from ops.processes import alive, descendants, kill_hard
+from ops.settings import POOLS, SERVER_ONLY_ENV
+from ops.stack import Stack, StackSettings
 from tests.conftest import stratified_rows, write_dataset_config
 from tests.incoming_data import clean_batch
-
-pytestmark = pytest.mark.integration
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 # The same server with a password in its URL, as a team configures it (KEEL_STACK_POSTGRES).
@@ -175,7 +166,7 @@ def test_both_servers_refuse_requests_without_the_stack_credentials(team):
 
 
 def test_training_then_scoring_deployments(team):
-    from keel.tracking.client import client as tracking
+    from keel.tracking import client as tracking
     from keel.tracking.promotion import current_version
 
     # 4 epochs of 16-row batches: a model with clear answers (one epoch of 64 is near-uniform).
@@ -237,7 +228,7 @@ def test_a_landed_file_triggers_validation(team):
 
 
 def test_training_survives_a_20_second_mlflow_outage(team):
-    from keel.tracking.client import client as tracking
+    from keel.tracking import client as tracking
 
     stack = team["stack"]
     flow_run = run(TRAINING, train_params(team, "keel-outage", epochs=6, batch_size=16), wait=False)
@@ -259,7 +250,7 @@ def test_training_survives_a_20_second_mlflow_outage(team):
 
 
 def test_a_killed_worker_leaves_a_crashed_run_and_the_next_run_resumes(team):
-    from keel.tracking.client import client as tracking
+    from keel.tracking import client as tracking
 
     stack = team["stack"]
     params = train_params(team, "keel-crash", epochs=12, batch_size=16)

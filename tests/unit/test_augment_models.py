@@ -2,7 +2,7 @@ import torch
 
 from keel.data.augment import augment_batch
 from keel.core.config import AugmentConfig
-from keel.models.networks import Dropout, build_model
+from keel.models.networks import Dropout, build_model, inference_model
 
 
 def _images(n=16):
@@ -132,3 +132,28 @@ def test_shear_slants_a_vertical_bar():
     slant = top_x - bottom_x  # 15 rows apart: tan(20 deg) x 15 = 5.5 px at most
     assert slant.abs().max() < 6.0 and (slant.abs() > 1.0).float().mean() > 0.5
     assert (slant > 0).any() and (slant < 0).any()
+
+
+def test_the_folded_inference_model_computes_the_trained_model_in_fp32():
+    """inference_model (batch-norm folded into the convolutions, dropout gone, ReLU after the
+    pool) gives the eval-mode training model's logits in fp32."""
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    for name in ("cnn", "cnn-wide", "mlp"):
+        model = build_model(name, 1, 28, 28, 24)
+        model.train()
+        for _ in range(3):  # batch-norm statistics and affine parameters that are not the identity
+            model(torch.rand(64, 1, 28, 28) * 2)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.2, 0.2)
+        model.eval()
+        folded = inference_model(model)
+        assert not any(isinstance(m, (Dropout, torch.nn.BatchNorm2d)) for m in folded.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5, msg=name)
+            channels_last = x.contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(folded.to(memory_format=torch.channels_last)(channels_last), model(x),
+                                       atol=1e-5, rtol=1e-5, msg=name)

@@ -5,7 +5,8 @@ import torch
 import torchvision
 
 from keel.core.errors import ConfigError
-from keel.training.transfer import BACKBONES, build_transfer, cached_weights_path
+from keel.core.config import BACKBONES
+from keel.models.transfer import ParentModel, build_transfer, cached_weights_path, transfer_from
 
 
 def _saved_weights(tmp_path, name="mobilenet_v3_small"):
@@ -68,26 +69,18 @@ def test_an_unknown_backbone_is_a_config_error():
         build_transfer("resnet9000", 6, 64, weights="none")
 
 
-def test_an_interrupted_fine_tuning_resumes_after_its_last_checkpoint(tmp_path, keel_home):
-    from keel.core.config import TrainConfig, load_dataset_config
-    from keel.data.datasets import ingest
-    from keel.training.transfer import fit_transfer
-    from tests.image_data import fruits_config, small_fruits
+def test_a_pixel_model_as_parent_is_a_config_error_and_an_image_model_lends_its_features():
+    from keel.models.networks import build_model
 
-    root = small_fruits(tmp_path / "photos")
-    version = ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions").version
-    config = TrainConfig(model="resnet18", image_size=32, head_epochs=1, epochs=3, batch_size=8, workers=0)
-    checkpoint = tmp_path / "last.pt"
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_2(epoch, metrics, model):
-        if epoch == 2:
-            raise Killed  # after epoch 2's checkpoint was written, as a SIGKILL would be
-    with pytest.raises(Killed):
-        fit_transfer(version, config, torch.device("cpu"), checkpoint, on_epoch_end=kill_after_epoch_2)
-    seen = []
-    result = fit_transfer(version, config, torch.device("cpu"), checkpoint, on_epoch_end=lambda e, m, _: seen.append(e))
-    assert result.resumed_from_epoch == 2 and seen == [3, 4] and result.epochs_run == 4
-    assert [h["phase"] for h in result.history] == [1, 2, 2, 2] and result.phase_boundary == 1
+    pixel = ParentModel("models:/keel-sign-mnist/3", build_model("cnn", 1, 28, 28, 24), {"architecture": "cnn"})
+    with pytest.raises(ConfigError, match=r"^models:/keel-sign-mnist/3 is a cnn pixel model; only image models trained by "
+                                          r"Keel on image folders can serve as backbones"):
+        transfer_from(pixel, 6, 64)
+    network, _ = build_transfer("mobilenet_v3_small", 6, 32, weights="none")
+    image = ParentModel("models:/fruits@champion", network, {"architecture": "transfer",
+                                                             "build": {"backbone": "mobilenet_v3_small", "image_size": 32}})
+    child, build = transfer_from(image, 3, 48)
+    assert build == {"backbone": "mobilenet_v3_small", "image_size": 48} and child.head.out_features == 3
+    for key, value in network.features.state_dict().items():  # a copy of the parent's trained features
+        assert torch.equal(child.features.state_dict()[key], value), key
+    assert child.features is not network.features

@@ -1,13 +1,17 @@
 """The team stack's files agree with each other and with the code: docker-compose.yml,
 Dockerfile, .dockerignore, .env.example, docker/postgres-init.sql, prefect.yaml and
-ops.stack.POOLS. Docker cannot run here, so everything is checked by parsing."""
+ops.settings.POOLS. Docker cannot run here, so everything is checked by parsing."""
 
 from __future__ import annotations
 
 import configparser
 import fnmatch
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -15,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from ops.stack import POOLS
+from ops.settings import POOLS
 from tests.conftest import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -207,7 +211,7 @@ def test_worker_pools_match_prefect_yaml_and_stack():
     deployed = {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]}
     assert set(pools.values()) == deployed == set(POOLS)
     for name in pools:
-        assert option(name, "--type") == "process"  # the type ops.stack creates the pools with
+        assert option(name, "--type") == "process"  # the type ops.provision creates the pools with
         assert "--with-healthcheck" in args(name)
     assert deployment("flows/training.py:training_flow")["work_pool"]["name"] == "gpu"
     assert deployment("flows/batch_predict.py:batch_predict_flow")["work_pool"]["name"] == "cpu"
@@ -370,7 +374,7 @@ def test_named_volumes_are_declared_and_used():
 def test_dockerfile_ships_the_packages_and_the_project_dir():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
-    assert packages == {"keel", "tasks", "flows"}
+    assert packages == {"keel", "tasks", "flows", "cli", "ops"}
     copies = set(dockerfile_copies())
     assert packages | {"prefect.yaml", "conf", "pyproject.toml"} <= copies, f"COPY sources: {sorted(copies)}"
     for source in copies:
@@ -378,7 +382,7 @@ def test_dockerfile_ships_the_packages_and_the_project_dir():
         assert not dockerignored(source), f".dockerignore excludes {source}, which the Dockerfile copies"
     workdir = dockerfile_workdir()
     assert dockerfile_env()["KEEL_PROJECT_DIR"] == workdir
-    # ops.stack finds prefect.yaml from its own file (PROJECT_DIR): the packages must be
+    # ops.settings finds prefect.yaml from its own file (PROJECT_DIR): the packages must be
     # installed editable from WORKDIR, not copied into site-packages.
     installs = [rest for instruction, rest in dockerfile_instructions()
                 if instruction == "RUN" and "pip install" in rest]
@@ -392,6 +396,44 @@ def test_dockerfile_ships_the_packages_and_the_project_dir():
     pull_dirs = [step["prefect.deployments.steps.set_working_directory"]["directory"]
                  for step in PREFECT_YAML["pull"] if "prefect.deployments.steps.set_working_directory" in step]
     assert pull_dirs == ["{{ $KEEL_PROJECT_DIR }}"]
+
+
+def test_the_image_knows_the_commit_it_was_built_from():
+    """.git stays out of the image (.dockerignore): the commit comes in as a build argument
+    (docker compose passes KEEL_GIT_COMMIT from the environment; `make image` sets it) and
+    stays in the image's environment, where git_commit() finds it."""
+    assert dockerignored(".git")
+    instructions = dockerfile_instructions()
+    args = [rest.strip() for instruction, rest in instructions if instruction == "ARG"]
+    assert "KEEL_GIT_COMMIT=unknown" in args
+    assert dockerfile_env()["KEEL_GIT_COMMIT"] == "${KEEL_GIT_COMMIT}"
+    build = COMPOSE["x-keel-image"]["build"]
+    assert build["context"] == "." and build["args"]["KEEL_GIT_COMMIT"] == "${KEEL_GIT_COMMIT:-unknown}"
+    for name in keel_services():
+        assert SERVICES[name].get("build") == build, f"{name} is not built from the Keel image"
+    makefile = (REPO / "Makefile").read_text()
+    assert "--build-arg KEEL_GIT_COMMIT=" in makefile
+
+
+@pytest.mark.parametrize("baked, expected", [("0123abc", "0123abc"), (None, "unknown")])
+def test_git_commit_without_git_metadata_is_the_baked_one(tmp_path, baked, expected):
+    """Keel as the image holds it: the packages without .git."""
+    shutil.copytree(REPO / "keel", tmp_path / "keel", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") and k != "KEEL_GIT_COMMIT"}
+    env |= {"PYTHONPATH": str(tmp_path)} | ({"KEEL_GIT_COMMIT": baked} if baked else {})
+    code = "from keel.tracking.client import git_commit; print(git_commit())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
+def test_git_commit_in_a_checkout_is_the_checkouts():
+    """A checkout knows its commit; an inherited KEEL_GIT_COMMIT does not override it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    code = "from keel.tracking.client import git_commit; print(git_commit())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "KEEL_GIT_COMMIT": "stale"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().removesuffix("+dirty") == head, done.stderr
 
 
 @pytest.mark.parametrize("path, ignored", [

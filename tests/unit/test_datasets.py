@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keel.core.config import load_dataset_config
-from keel.data.datasets import class_indices, ingest
+from keel.data.versions import class_indices
+from keel.modalities import ingest
 from keel.core.errors import DatasetError
 from keel.data.splits import stratified_split
 from tests.conftest import images_of, write_dataset_config
@@ -124,7 +125,7 @@ def _bom_csv(path, rows):
 
 def test_a_byte_order_mark_is_accepted_by_every_csv_reader(tmp_path, small_rows):
     from keel.validation.incoming import read_batch
-    from keel.serving.predict import read_table
+    from keel.serving.inputs import read_table
 
     plain, bom = tmp_path / "plain.csv", _bom_csv(tmp_path / "bom.csv", small_rows)
     small_rows.to_csv(plain, index=False)
@@ -135,7 +136,8 @@ def test_a_byte_order_mark_is_accepted_by_every_csv_reader(tmp_path, small_rows)
     np.testing.assert_array_equal(version.images(), expected.images())
     np.testing.assert_array_equal(version.labels(), expected.labels())
     parsed, _, fmt = read_batch(config, str(bom), None, "id")  # keel validate
-    assert fmt == "csv" and parsed.header[0] == "label" and parsed.pixels is not None
+    assert fmt == "csv" and parsed.header[0] == "label"
+    np.testing.assert_array_equal(np.asarray(parsed.pixels), small_rows.drop(columns="label").to_numpy())
     assert read_table(str(bom), bom.read_bytes()).column_names[0] == "label"  # keel predict
 
 
@@ -155,7 +157,7 @@ def test_a_quoted_header_is_read_like_a_plain_one(tmp_path, small_rows):
 @pytest.mark.parametrize("column", ["pixel5", "label"])
 def test_a_repeated_header_column_names_the_file_and_the_column(tmp_path, small_rows, column):
     from keel.validation.incoming import read_batch
-    from keel.serving.predict import read_table
+    from keel.serving.inputs import read_table
 
     text = small_rows.to_csv(index=False).splitlines()
     header = text[0].split(",")
@@ -185,7 +187,7 @@ def test_a_repeated_header_column_names_the_file_and_the_column(tmp_path, small_
     pytest.param(b"\0\0\x42\x01\0\0\0\x01" + b"a", r"element type 0x42 is not an IDX type", id="unknown-type"),
 ])
 def test_an_impossible_idx_header_names_the_file_and_the_problem(data, reason):
-    from keel.data.datasets import parse_idx_array
+    from keel.data.idx import parse_idx_array
 
     with pytest.raises(DatasetError, match=r"^f\.idx: .*" + reason):
         parse_idx_array("f.idx", data)
@@ -229,3 +231,34 @@ def test_a_host_name_that_does_not_resolve_says_so():
 
     with pytest.raises(DatasetError, match=r"nosuch\.invalid/rows\.csv: the host name nosuch\.invalid cannot be resolved"):
         read_bytes("http://nosuch.invalid/rows.csv")  # .invalid never resolves (RFC 6761)
+
+
+def _ragged_after_a_quoted_comma(path, rows, text_column):
+    """`rows` as CSV with `text_column` first: row 1's value holds a quoted comma ("a,b") and
+    row 3 (file line 4) lost its last field."""
+    lines = rows.to_csv(index=False).splitlines()
+    lines[1] = '"a,b"' + lines[1][lines[1].index(","):]
+    lines[3] = lines[3].rsplit(",", 1)[0]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_ragged_line_is_named_by_its_line_even_after_a_quoted_comma(tmp_path, small_rows):
+    rows = small_rows.head(60).copy()
+    rows.insert(0, "signer", [f"s{i % 5}" for i in range(len(rows))])
+    csv = _ragged_after_a_quoted_comma(tmp_path / "rows.csv", rows, "signer")
+    config = load_dataset_config(write_dataset_config(tmp_path, csv, group_column="signer"))
+    with pytest.raises(DatasetError, match=r"rows\.csv: line 4 has 785 fields but the header has 786 \(1 such lines\)"):
+        ingest(config, root=tmp_path / "v")
+
+
+def test_skipped_and_kept_rows_keep_their_file_lines_after_a_quoted_comma(tmp_path, small_rows):
+    from keel.validation.incoming import read_batch
+
+    rows = small_rows.head(60).copy()
+    rows.insert(0, "id", [f"r{i}" for i in range(len(rows))])
+    csv = _ragged_after_a_quoted_comma(tmp_path / "batch.csv", rows, "id")
+    parsed, _, _ = read_batch(load_dataset_config(write_dataset_config(tmp_path, csv)), str(csv), None, "id")
+    assert [(item["line"], item["fields"]) for item in parsed.skipped] == [(4, 785)]
+    assert parsed.profile["line"].tolist()[:4] == [2, 3, 5, 6]
+    assert parsed.profile["id"].tolist()[:3] == ["a,b", "r1", "r3"]

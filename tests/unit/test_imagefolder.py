@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 
 from keel.core.config import load_dataset_config
-from keel.data.datasets import ingest
-from keel.core.errors import ConfigError, DatasetError
+from keel.modalities import ingest
+from keel.core.errors import DatasetError
 from tests.image_data import CLASSES, fruits_config, plant_bad_files, small_fruits
 
 
 def test_classes_are_inferred_from_the_folders_and_splits_recognised(tmp_path):
     root = small_fruits(tmp_path / "photos")
     config = load_dataset_config(fruits_config(tmp_path, root))
-    assert config.class_names == CLASSES and config.labels == list(range(6))
+    assert config.classes == {}  # loading the config lists nothing: the classes are read at ingest
     version = ingest(config, tmp_path / "versions").version
+    assert version.meta["class_names"] == CLASSES and version.meta["labels"] == list(range(6))
     assert version.meta["train_rows"] == 24 and version.meta["evaluation_rows"] == 12
     assert version.images().shape == (36, 64, 64, 3) and version.images().dtype == np.uint8
     assert sorted(np.unique(version.labels())) == list(range(6))
@@ -74,33 +75,18 @@ def test_one_folder_of_classes_is_split_by_the_evaluation_rule(tmp_path):
 
 
 def test_missing_folder_and_too_few_classes_are_clear_errors(tmp_path):
-    with pytest.raises(ConfigError, match="image folder not found"):
-        load_dataset_config(fruits_config(tmp_path, tmp_path / "nowhere"))
+    nowhere = load_dataset_config(fruits_config(tmp_path, tmp_path / "nowhere"))  # loads: nothing is listed yet
+    with pytest.raises(DatasetError, match="image folder not found"):
+        ingest(nowhere, tmp_path / "versions")
     (tmp_path / "one" / "train" / "apples").mkdir(parents=True)
     (tmp_path / "one" / "valid" / "apples").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="at least two class folders"):
-        load_dataset_config(fruits_config(tmp_path, tmp_path / "one"))
+    with pytest.raises(DatasetError, match="at least two class folders"):
+        ingest(load_dataset_config(fruits_config(tmp_path, tmp_path / "one")), tmp_path / "versions")
     root = small_fruits(tmp_path / "photos")
     for photo in (root / "train").rglob("*.*"):
         photo.write_bytes(b"")
     with pytest.raises(DatasetError, match="no usable training images"):
         ingest(load_dataset_config(fruits_config(tmp_path, root)), tmp_path / "versions")
-
-
-def test_validation_passes_clean_photos_and_fails_a_leak_across_splits(tmp_path):
-    from keel.validation.checks import validate_version
-
-    root = small_fruits(tmp_path / "photos")
-    config = load_dataset_config(fruits_config(tmp_path, root))
-    report = validate_version(ingest(config, tmp_path / "versions").version, config)
-    assert report.success, report.summary()
-    photo = sorted((root / "train" / "rottenoranges").iterdir())[0]
-    shutil.copy(photo, root / "valid" / "rottenoranges" / "copy.jpg")
-    report = validate_version(ingest(config, tmp_path / "versions").version, config)
-    assert not report.success
-    assert [f.rule for f in report.failures] == [
-        "no photo may be in two splits (same content in train and evaluation leaks the answer)"]
-    assert report.failures[0].unexpected_count == 2
 
 
 def _outside_photo(tmp_path, index=10):
@@ -140,7 +126,7 @@ def test_a_link_out_of_the_dataset_is_quarantined_and_a_link_inside_is_a_duplica
 
 
 def test_a_linked_folder_is_one_quarantined_entry_and_the_rest_ingests(tmp_path):
-    from keel.core.io import FOLDER_LINK
+    from keel.core.listing import FOLDER_LINK
 
     root = small_fruits(tmp_path / "photos")
     outside = _outside_photo(tmp_path).parent
@@ -159,12 +145,13 @@ def test_a_linked_folder_is_one_quarantined_entry_and_the_rest_ingests(tmp_path)
     (tmp_path / "split-link" / "photos").mkdir()
     (tmp_path / "split-link" / "photos" / "train").symlink_to(other / "train", target_is_directory=True)
     shutil.copytree(other / "valid", tmp_path / "split-link" / "photos" / "valid")
-    with pytest.raises(ConfigError, match="split folder is a symbolic link"):
-        load_dataset_config(fruits_config(tmp_path, tmp_path / "split-link" / "photos", name="linked"))
+    with pytest.raises(DatasetError, match="split folder is a symbolic link"):
+        ingest(load_dataset_config(fruits_config(tmp_path, tmp_path / "split-link" / "photos", name="linked")),
+               tmp_path / "versions")
 
 
 def test_odd_but_legal_names_are_ingested_and_skipped_hidden_files_are_counted(tmp_path):
-    from keel.core.io import is_hidden
+    from keel.core.listing import is_hidden
 
     root = small_fruits(tmp_path / "photos")
     apples = root / "train" / "freshapples"
@@ -190,3 +177,23 @@ def test_odd_but_legal_names_are_ingested_and_skipped_hidden_files_are_counted(t
     assert [n for n in ["...jpg", "..png", ".jpg", ".cache", "._x.jpg", ".x.jpg.1.tmp", "..tmp", "desktop.ini",
                         ".DS_STORE", "a.jpg", "...", "x..jpg"] if is_hidden(n)] == \
         [".jpg", ".cache", "._x.jpg", ".x.jpg.1.tmp", "..tmp", "desktop.ini", ".DS_STORE", "..."]
+
+
+def test_one_listing_serves_csv_folders_and_photo_folders(tmp_path):
+    """keel.core.listing: the same hidden-name rules one level deep (CSV inputs, landing folders)
+    and at every level (photos); a link to a file outside the folder is followed for CSV inputs
+    and refused for photos."""
+    from keel.core.listing import LINK_OUTSIDE, list_files, visible_files
+
+    folder = tmp_path / "inputs"
+    (folder / "deeper").mkdir(parents=True)
+    for name in ("a.csv", "B.CSV.GZ", ".hidden.csv", "._a.csv", "notes.txt", "deeper/c.csv"):
+        (folder / name).write_text("label,pixel1\n1,2\n")
+    (tmp_path / "elsewhere.csv").write_text("label,pixel1\n1,2\n")
+    (folder / "linked.csv").symlink_to(tmp_path / "elsewhere.csv")
+    assert list_files(folder, (".csv", ".csv.gz")) == [str(folder / n) for n in ("B.CSV.GZ", "a.csv", "linked.csv")]
+    assert list_files(folder / "a.csv", (".csv",)) is None  # not a folder
+    photos = visible_files(folder, recursive=True)
+    assert photos.files == [str(folder / n) for n in ("B.CSV.GZ", "a.csv", "deeper/c.csv", "notes.txt")]
+    assert photos.quarantined == {str(folder / "linked.csv"): LINK_OUTSIDE}
+    assert photos.hidden == [str(folder / n) for n in ("._a.csv", ".hidden.csv")]

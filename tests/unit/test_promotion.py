@@ -1,21 +1,16 @@
-"""The champion/challenger gate, the audit trail, overrides, rollback and racing promotions."""
+"""The champion/challenger decision rule: pure functions on predictions and metrics (the gate against a
+real registry, overrides, rollback and racing promotions are in tests/component/test_promotion_gate.py)."""
 
 import json
 import re
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from keel.stages import pipeline
-
-from keel.tracking.client import client as tracking
-from keel.data.datasets import DatasetVersion, class_indices
+from keel.core.contracts import Verdict
 from keel.training.evaluate import classification_metrics
-from keel.tracking.promotion import (CHAMPION, AliasConflict, PromotionError, PromotionPolicy, current_version, decide,
-                            history, move_alias, rollback)
+from keel.tracking.promotion import PromotionPolicy, decide
 
 POLICY = PromotionPolicy(floor=0.9, max_recall_drop=0.02)
 NAMES = ["A", "B", "C"]
@@ -118,12 +113,13 @@ def test_verdict_names_the_split_and_is_json_friendly():
     verdict = judge(wrong_on({0: 7, 1: 7, 2: 6}), wrong_on({0: 20, 1: 20, 2: 20}), split="group-aware split, 4,144 rows")
     assert re.search(r"0\.9950 vs champion v1 0\.9850 \(\+0\.0100, 95 % CI \S+, McNemar p = 9\.1e-13\) "
                      r"on the group-aware split, 4,144 rows; ", verdict.text()), verdict.text()
-    plain = verdict.to_dict()
+    plain = verdict.model_dump()
     assert json.loads(json.dumps(plain)) == plain
+    assert Verdict.model_validate_json(verdict.model_dump_json()) == verdict  # as Prefect passes it on
     assert all(type(plain[k]) is float for k in ("difference", "ci_low", "ci_high", "p_value", "challenger_accuracy"))
     assert all(type(plain[k]) is int for k in ("b", "c", "rows")) and plain["split"] == "group-aware split, 4,144 rows"
     again = judge(wrong_on({0: 7, 1: 7, 2: 6}), wrong_on({0: 20, 1: 20, 2: 20}), split="group-aware split, 4,144 rows")
-    assert again.to_dict() == plain  # deterministic: fixed bootstrap seed
+    assert again.model_dump() == plain  # deterministic: fixed bootstrap seed
 
 
 def test_a_champion_needs_per_row_results_on_the_same_rows():
@@ -141,103 +137,3 @@ def test_policy_fields():
     for bad in ({"margin": 0.001}, {"confidence": 0.5}, {"confidence": 1.0}, {"min_improvement": -0.1}):
         with pytest.raises(ValidationError):
             PromotionPolicy(**bad)
-
-
-@pytest.fixture
-def three_versions(registered_model):
-    """The session's trained model registered three more times under a fresh name (by Keel, which
-    records the files' manifest: the gate loads only such versions)."""
-    from keel.tracking.registry import register
-
-    client = tracking.client()
-    source = client.get_model_version(registered_model["registered"]["name"], "1")
-    name = f"race-{threading.get_ident()}-{id(client)}"
-    client.create_registered_model(name)
-    versions = [register(client, source.source, name, source.run_id, {}) for _ in range(3)]
-    move_alias(client, name, CHAMPION, versions[0], None, "gate", "first")
-    return client, name, versions
-
-
-def test_override_and_rollback_are_recorded(three_versions):
-    client, name, (v1, v2, v3) = three_versions
-    move_alias(client, name, CHAMPION, v2, v1, "override", "hotfix")
-    move_alias(client, name, CHAMPION, v3, v2, "gate", "better")
-    assert current_version(client, name, CHAMPION) == v3
-    rollback(client, name, "v3 misbehaves")
-    assert current_version(client, name, CHAMPION) == v2
-    rollback(client, name, "v2 too")
-    assert current_version(client, name, CHAMPION) == v1
-    with pytest.raises(PromotionError, match="no earlier champion"):
-        rollback(client, name)
-    trail = [(e["from"], e["to"], e["kind"]) for e in history(client, name)]
-    assert trail == [(None, v1, "gate"), (v1, v2, "override"), (v2, v3, "gate"),
-                     (v3, v2, "rollback"), (v2, v1, "rollback")]
-    assert all(e["actor"] and e["time"] for e in history(client, name))
-
-
-def test_compare_and_set_refuses_a_stale_move(three_versions):
-    client, name, (v1, v2, v3) = three_versions
-    move_alias(client, name, CHAMPION, v2, v1, "gate", "won")
-    with pytest.raises(AliasConflict, match="moved to v"):
-        move_alias(client, name, CHAMPION, v3, v1, "gate", "decided against v1")
-    assert current_version(client, name, CHAMPION) == v2
-
-
-def evaluation_targets(version_dir):
-    version = DatasetVersion(Path(version_dir))
-    return class_indices(version.labels()[np.sort(version.indices("evaluation"))], version.meta["labels"])
-
-
-def test_gate_scores_both_versions_on_the_same_rows_and_tags_the_figures(three_versions, registered_model, tmp_path):
-    """The same model again: no evidence of improvement, also when its saved predictions are gone."""
-    client, name, (v1, v2, v3) = three_versions
-    version_dir = registered_model["version"]["version_dir"]
-    evaluation = registered_model["metrics"]["evaluation"]
-    saved = np.load(evaluation["predictions_path"])
-    assert len(saved) == evaluation["rows"] == len(evaluation_targets(version_dir))
-    assert (saved == evaluation_targets(version_dir)).mean() == pytest.approx(evaluation["accuracy"])
-    for metrics in ({"evaluation": evaluation},  # the predictions evaluate_stage saved
-                    {"evaluation": {**evaluation, "predictions_path": str(tmp_path / "gone.npy")}}):  # re-scored
-        verdict = pipeline.promote_stage(version_dir, name, v2, metrics, PromotionPolicy(floor=0.0))
-        assert not verdict["promote"] and verdict["text"].startswith("not promoted: no evidence of improvement: ")
-        assert (verdict["b"], verdict["c"], verdict["p_value"], verdict["rows"]) == (0, 0, 1.0, len(saved))
-        tags = client.get_model_version(name, v2).tags
-        assert (tags["keel.gate.p_value"], tags["keel.gate.difference"]) == ("1", "+0.000000")
-        assert tags["keel.gate.ci"] == "+0.000000..+0.000000 (95 %)" and tags["keel.verdict"] == verdict["text"]
-    assert current_version(client, name, CHAMPION) == v1
-
-
-def test_racing_promotions_leave_one_consistent_champion(three_versions, registered_model, tmp_path):
-    """Two challengers finish at once; each must win its gate against the champion it replaces."""
-    client, name, (v1, v2, v3) = three_versions
-    version_dir = registered_model["version"]["version_dir"]
-    # Both challengers claim perfect evaluation predictions; every champion is the real (imperfect) model.
-    targets = evaluation_targets(version_dir)
-    np.save(tmp_path / "perfect.npy", targets)
-    perfect = classification_metrics(targets, targets, DatasetVersion(Path(version_dir)).meta["class_names"])
-    claimed = {"evaluation": perfect | {"predictions_path": str(tmp_path / "perfect.npy")}}
-    assert (targets != np.load(registered_model["metrics"]["evaluation"]["predictions_path"])).sum() >= 10  # b >= 10
-    policy = PromotionPolicy(floor=0.0)
-    start = threading.Barrier(2)
-    verdicts, failures = {}, []
-
-    def promote(version):
-        start.wait()
-        try:
-            verdicts[version] = pipeline.promote_stage(version_dir, name, version, claimed, policy)
-        except Exception as exc:  # surfaced below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=promote, args=(v,)) for v in (v2, v3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not failures, failures
-    moves = [e for e in history(client, name) if e["alias"] == CHAMPION]
-    # One unbroken chain v1 -> a -> b: no lost update, no second champion.
-    assert [m["from"] for m in moves[1:]] == [moves[0]["to"], moves[1]["to"]]
-    assert {moves[1]["to"], moves[2]["to"]} == {v2, v3}
-    assert current_version(client, name, CHAMPION) == moves[2]["to"]
-    assert all(v["promote"] for v in verdicts.values())
-    assert client.search_registered_models(f"name = '{name}.keel-alias-lock'") == []

@@ -102,7 +102,7 @@ def test_log_records_and_their_exceptions_are_masked(caplog):
 
 
 def test_artifact_links_carry_no_credentials(monkeypatch):
-    from keel.tracking.client import client as tracking
+    from keel.tracking import client as tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:PLANTED@127.0.0.1:5000")
     url = tracking.artifact_url("abc", "/tmp/x/evaluation_confusion_matrix.png", "evaluation")
@@ -111,7 +111,7 @@ def test_artifact_links_carry_no_credentials(monkeypatch):
 
 def test_mlflow_params_are_masked():
     from keel.core.config import TrainConfig
-    from keel.stages.pipeline import _params
+    from keel.stages.runs import _params
 
     params = {p.key: p.value for p in _params(TrainConfig(weights="https://user:PLANTED@host/w.pth"), "d", "v")}
     assert params["weights"] == "https://user:***@host/w.pth"
@@ -124,7 +124,8 @@ def test_version_store_names_sources_without_credentials(tmp_path, small_rows):
     import threading
 
     from keel.core.config import load_dataset_config
-    from keel.data.datasets import DatasetVersion, ingest
+    from keel.data.versions import DatasetVersion
+    from keel.modalities import ingest
     from tests.conftest import write_dataset_config
 
     body = small_rows.to_csv(index=False).encode()

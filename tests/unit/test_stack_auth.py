@@ -13,17 +13,11 @@ import subprocess
 
 import pytest
 
-from ops.stack import (
-    CLIENT_CREDENTIALS,
-    SERVER_ONLY_ENV,
-    Stack,
-    StackSettings,
-    read_env_file,
-    service_environment,
-    stack_credentials,
-    write_env_file,
-)
 from keel.core.errors import KeelError
+from ops.credentials import read_env_file, stack_credentials, write_env_file
+from ops.processes import service_environment
+from ops.settings import CLIENT_CREDENTIALS, SERVER_ONLY_ENV
+from ops.stack import Stack, StackSettings
 
 DB_PASSWORD = "pg-S3cret-4711"
 POSTGRES = f"postgresql://keel:{DB_PASSWORD}@127.0.0.1:5432"
@@ -51,7 +45,7 @@ def test_credentials_are_generated_once_private_and_reused(tmp_path):
     assert user == "keel" and len(secret) >= 30 and secret != credentials["MLFLOW_TRACKING_PASSWORD"]
     assert stack_credentials(tmp_path) == credentials  # reused, not regenerated
     assert Stack(StackSettings(stack_dir=tmp_path, postgres="sqlite")).credentials() == credentials
-    assert {k: v for k, v in sourced(path).items() if k in credentials} == credentials  # the README's recipe
+    assert {k: v for k, v in sourced(path).items() if k in credentials} == credentials  # docs/team-stack.md's recipe
     assert stack_credentials(tmp_path / "other") != credentials  # another stack, other secrets
 
 

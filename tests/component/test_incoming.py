@@ -124,7 +124,7 @@ def test_an_accepted_batch_becomes_a_new_dataset_version_and_a_rejected_one_chan
     assert curated["added"] and curated["rows"] == 480 + 100 and curated["batches"] == 1
     assert curate_batch(config, tmp_path / "ok")["version"] == curated["version"]  # idempotent
 
-    from keel.data.datasets import ingest
+    from keel.modalities import ingest
 
     version = ingest(config).version
     assert version.id == curated["version"] and version.meta["curated_batches"][0]["validation"]["verdict"] == "accepted"

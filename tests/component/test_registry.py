@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from keel.tracking.client import client as tracking
+from keel.tracking import client as tracking
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def registry_home(registered_model):
 
 def test_pyfunc_scores_raw_rows_like_the_trained_model(registered, small_rows):
     result, model, _ = registered
-    loaded = mlflow.pyfunc.load_model(f"models:/{result['name']}/{result['version']}")
+    loaded = mlflow.pyfunc.load_model(f"models:/{result.name}/{result.version}")
     rows = small_rows.head(25)  # raw rows: label column included, integer pixels
     out = loaded.predict(rows)
     assert list(out.columns[:3]) == ["label", "class_name", "confidence"]
@@ -41,25 +41,25 @@ def test_pyfunc_scores_raw_rows_like_the_trained_model(registered, small_rows):
 def test_registration_tags_aliases_and_run(registered):
     result, _, metrics = registered
     client = tracking.client()
-    version = client.get_model_version(result["name"], result["version"])
+    version = client.get_model_version(result.name, result.version)
     assert version.tags["dataset"] == "sign-mnist-small"
-    assert version.tags["dataset_version"] == result["tags"]["dataset_version"]
+    assert version.tags["dataset_version"] == result.tags["dataset_version"]
     assert float(version.tags["evaluation_accuracy"]) == pytest.approx(metrics["evaluation"]["accuracy"], abs=1e-6)
     assert len(version.tags["git_commit"]) >= 40  # the checkout's commit, not "unknown"
-    assert str(client.get_model_version_by_alias(result["name"], "challenger").version) == result["version"]
-    assert str(client.get_model_version_by_alias(result["name"], "champion").version) == result["version"]
-    run = client.get_run(result["run_id"])
+    assert str(client.get_model_version_by_alias(result.name, "challenger").version) == result.version
+    assert str(client.get_model_version_by_alias(result.name, "champion").version) == result.version
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["evaluation_accuracy"] == pytest.approx(metrics["evaluation"]["accuracy"])
-    assert [h.step for h in client.get_metric_history(result["run_id"], "val_accuracy")] == [1]
-    artifacts = {a.path for folder in ("training", "evaluation") for a in client.list_artifacts(result["run_id"], folder)}
+    assert [h.step for h in client.get_metric_history(result.run_id, "val_accuracy")] == [1]
+    artifacts = {a.path for folder in ("training", "evaluation") for a in client.list_artifacts(result.run_id, folder)}
     assert "training/learning_curves.png" in artifacts and "evaluation/evaluation_confusion_matrix.png" in artifacts
-    assert run.inputs.dataset_inputs[0].dataset.digest == result["tags"]["dataset_version"]
+    assert run.inputs.dataset_inputs[0].dataset.digest == result.tags["dataset_version"]
 
 
 def test_pyfunc_rejects_rows_without_pixels(registered):
     result, _, _ = registered
-    loaded = mlflow.pyfunc.load_model(f"models:/{result['name']}@champion")
+    loaded = mlflow.pyfunc.load_model(f"models:/{result.name}@champion")
     with pytest.raises(Exception, match="pixel"):
         loaded.predict(pd.DataFrame({"label": [1], "pixel1": [3]}))
 
@@ -70,8 +70,30 @@ def test_embedded_store_lives_in_mlruns(registered, registry_home):
     assert sorted(p.name for p in (registry_home / "mlruns").iterdir()) == ["artifacts", "mlflow.db"]
 
 
+def test_a_retried_registration_makes_the_version_it_finds_the_challenger(registered_model):
+    """The register task's first attempt registered the version, then failed (an outage) before it
+    moved `challenger`; the retry finds the version, registers nothing twice and finishes the job."""
+    from keel.stages.registration import register_stage
+    from keel.tracking.promotion import CHALLENGER, current_version, history
+    from keel.tracking.registry import register
+
+    client = tracking.client()
+    first = registered_model["registered"]
+    name = "keel-retried-registration"
+    source = client.get_model_version(first.name, first.version)
+    number = register(client, source.source, name, first.run_id, {"dataset": "sign-mnist-small"})
+    assert current_version(client, name, CHALLENGER) is None  # where the first attempt stopped
+
+    again = register_stage(registered_model["run"], registered_model["version"], registered_model["trained"],
+                           registered_model["metrics"], model_name=name)
+    assert (again.name, again.version, again.model_uri, again.run_id) == (name, number, f"models:/{name}/{number}", first.run_id)
+    assert current_version(client, name, CHALLENGER) == number
+    assert [(e["alias"], e["from"], e["to"], e["kind"]) for e in history(client, name)] == [(CHALLENGER, None, number, "registered")]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == [number]
+
+
 # --------------------------------------------------------------------------- a trusted registry
-# Every test registers its own version through keel.tracking.registry in one store for this module (a
+# Every test registers its own version through Keel's registration in one store for this module (a
 # fresh database costs seconds); an attacker who can write the artifact store (and nothing else)
 # then changes its files.
 
@@ -97,16 +119,16 @@ def trusted(trust_home, small_rows, request):
 
 
 def _load(version: dict, reference: str | None = None):
-    from keel.tracking.registry import load_registered
+    from keel.serving.pyfunc import load_verified_model
 
-    return load_registered(reference or f"models:/{version['name']}/{version['version']}")
+    return load_verified_model(reference or f"models:/{version['name']}/{version['version']}")
 
 
 def test_registration_records_every_file_and_an_untampered_version_loads_and_predicts(trusted, small_rows):
     import hashlib
     import json
 
-    from keel.tracking.client import trust
+    from keel.tracking import trust
     from tests.registry_data import artifact_folder
 
     tags = tracking.client().get_model_version(trusted["name"], trusted["version"]).tags
@@ -115,7 +137,7 @@ def test_registration_records_every_file_and_an_untampered_version_loads_and_pre
     on_disk = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in folder.rglob("*") if p.is_file()}
     assert manifest["files"] == on_disk and manifest["model"] == trusted["name"]
-    assert {"MLmodel", "artifacts/weights.pt", "artifacts/model_config.json", "code/keel/tracking/registry.py"} <= set(on_disk)
+    assert {"MLmodel", "artifacts/weights.pt", "artifacts/model_config.json", "code/keel/serving/pyfunc.py"} <= set(on_disk)
     assert tags[trust.DIGEST_TAG] == hashlib.sha256(tags[trust.MANIFEST_TAG].encode()).hexdigest()
     assert trust.SIGNATURE_TAG not in tags  # no team key set
 
@@ -221,7 +243,7 @@ def test_an_added_or_removed_file_is_refused(trusted, tmp_path):
 def test_edited_manifest_tags_are_refused(trusted):
     import json
 
-    from keel.tracking.client import trust
+    from keel.tracking import trust
     from keel.core.errors import UntrustedModelError
     from tests.registry_data import artifact_folder
 
@@ -237,7 +259,7 @@ def test_edited_manifest_tags_are_refused(trusted):
 
 
 def test_a_signed_version_loads_only_with_its_team_key(trust_home, small_rows, monkeypatch):
-    from keel.tracking.client import trust
+    from keel.tracking import trust
     from keel.core.errors import ConfigError, UntrustedModelError
     from tests.registry_data import register_small_model
 
@@ -269,7 +291,7 @@ def test_a_signed_version_loads_only_with_its_team_key(trust_home, small_rows, m
 
 
 def test_rotating_the_team_key(trust_home, small_rows, monkeypatch):
-    from keel.tracking.client import trust
+    from keel.tracking import trust
     from keel.core.errors import UntrustedModelError
     from tests.registry_data import artifact_folder, register_small_model
 
@@ -300,10 +322,68 @@ def test_every_registry_load_goes_through_the_verified_loader():
     root = Path(__file__).resolve().parents[2]
     loaders = {"load_model", "download_artifacts", "unwrap_python_model", "load_context"}
     found = set()
-    for path in [*root.glob("keel/*.py"), *root.glob("tasks/*.py"), *root.glob("flows/*.py")]:
+    for path in [*root.glob("keel/**/*.py"), *root.glob("tasks/*.py"), *root.glob("flows/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
             if name in loaders:
                 found.add(f"{path.relative_to(root).as_posix()}: {name}")
-    # registry.py: log_* check the model they log; load_registered loads what keel.tracking.trust verified.
-    assert found == {"keel/tracking/trust.py: download_artifacts", "keel/tracking/registry.py: load_context"}
+    # pyfunc.py: log_pyfunc checks the model it logs; load_verified_model builds what keel.tracking.trust verified.
+    assert found == {"keel/tracking/trust.py: download_artifacts", "keel/serving/pyfunc.py: load_context"}
+
+
+# --------------------------------------------------------------------------- models logged before the sub-packages
+
+
+def _log_as_before_the_sub_packages(tmp_path, kind: str, artifacts: dict) -> str:
+    """Logs a model as Keel did before keel/ became sub-packages: its models-from-code file runs
+    `from keel.registry import <kind>`. Registers it and returns its models:/ URI."""
+    code = tmp_path / {"PixelClassifier": "mlflow_pixel_classifier.py", "AnomalyScorer": "mlflow_anomaly_scorer.py"}[kind]
+    code.write_text(f"from mlflow.models import set_model\n\nfrom keel.registry import {kind}\n\nset_model({kind}())\n")
+    client = tracking.client()
+    run_id = client.create_run(tracking.experiment_id(client, "keel-before-sub-packages")).info.run_id
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts=artifacts)
+    version = mlflow.register_model(info.model_uri, f"old-{kind.lower()}")
+    return f"models:/old-{kind.lower()}/{version.version}"
+
+
+def test_a_classifier_registered_before_the_sub_packages_loads_with_mlflow(trust_home, small_rows, tmp_path):
+    import json
+
+    from keel.models.networks import build_model
+    from tests.registry_data import LABELS, model_config
+
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 28, 28, len(LABELS)).eval()
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "model_config.json").write_text(json.dumps(model_config()))
+    uri = _log_as_before_the_sub_packages(tmp_path, "PixelClassifier", {
+        "weights": str(tmp_path / "weights.pt"), "model_config": str(tmp_path / "model_config.json")})
+
+    rows = small_rows.head(20)
+    out = mlflow.pyfunc.load_model(uri).predict(rows)
+    pixels = torch.from_numpy(rows.drop(columns="label").to_numpy(np.float32).reshape(-1, 1, 28, 28) / 255)
+    with torch.no_grad():
+        direct = torch.softmax(model(pixels), dim=1).numpy()
+    np.testing.assert_allclose(out.filter(like="prob_").to_numpy(), direct, atol=1e-4)
+    assert list(out.columns[:3]) == ["label", "class_name", "confidence"]
+
+
+def test_an_anomaly_scorer_registered_before_the_sub_packages_loads_with_mlflow(trust_home, small_rows, tmp_path):
+    import json
+
+    from keel.models.anomaly import Autoencoder, AutoencoderConfig, TrainedAutoencoder, reconstruction_errors, save_autoencoder
+
+    torch.manual_seed(0)
+    autoencoder = Autoencoder(784, 32, 4).eval()
+    save_autoencoder(TrainedAutoencoder(autoencoder, AutoencoderConfig(784, 32, 4)), tmp_path / "autoencoder.pt")
+    columns = [f"pixel{i}" for i in range(1, 785)]
+    (tmp_path / "anomaly_config.json").write_text(json.dumps({"threshold": 0.05, "pixel_columns": columns}))
+    uri = _log_as_before_the_sub_packages(tmp_path, "AnomalyScorer", {
+        "weights": str(tmp_path / "autoencoder.pt"), "anomaly_config": str(tmp_path / "anomaly_config.json")})
+
+    rows = small_rows.head(20)
+    out = mlflow.pyfunc.load_model(uri).predict(rows)
+    expected = reconstruction_errors(autoencoder, rows[columns].to_numpy(np.float32))
+    np.testing.assert_allclose(out["anomaly_score"].to_numpy(), expected, rtol=1e-5)
+    assert (out["anomalous"] == (expected > 0.05)).all()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from keel.tracking.client import client as tracking
+from keel.tracking import client as tracking
 from keel.core.errors import DatasetError
 from keel.serving.predict import score_files
 from tests.conftest import REPO
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 @pytest.fixture
 def model_name(registered_model):
-    return registered_model["registered"]["name"]
+    return registered_model["registered"].name
 
 
 @pytest.fixture
@@ -58,7 +58,8 @@ def test_good_rows_scored_bad_rows_in_the_errors_file(tmp_path, batch, model_nam
         (12, "img-011", "pixel9", "empty pixel"),
         (21, "img-020", "pixel1", "out of range (pixels are 0-255)"),
     }
-    assert summary.accuracy is not None and summary.labelled_rows == 56
+    correct = (predictions["predicted_label"] == predictions["true_label"]).mean()
+    assert summary.accuracy == pytest.approx(correct) and summary.labelled_rows == 56
     assert sorted(p.name for p in out.parent.iterdir()) == ["preds.errors.parquet", "preds.manifest.json", "preds.parquet"]
 
 
@@ -107,7 +108,7 @@ def test_a_job_killed_while_writing_leaves_no_output(tmp_path, batch, model_name
         "    open(path, 'wb').write(b'PAR1 half a file')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "pd.DataFrame.to_parquet = dying_write\n"
-        "from keel import tracking\n"
+        "from keel.tracking import client as tracking\n"
         "from keel.serving.predict import score_files\n"
         f"score_files(tracking.client(), {model_name!r}, {str(batch)!r}, {str(out)!r})\n"
     )
@@ -183,9 +184,10 @@ def test_a_folder_of_photos_is_listed_by_the_rules_of_image_folder_ingest(tmp_pa
     a failed job), an odd but legal name ("...jpg") is scored, hidden junk is skipped."""
     import shutil
 
-    from keel.core.io import FOLDER_LINK, LINK_OUTSIDE
+    from keel.core.listing import FOLDER_LINK, LINK_OUTSIDE
     from keel.models.networks import build_model
-    from keel.tracking.registry import log_pixel_classifier, register
+    from keel.serving.pyfunc import CLASSIFIER, log_pyfunc
+    from keel.tracking.registry import register
     from tests.image_data import CLASSES, FRUITS
 
     photos = sorted((FRUITS / "valid" / "freshapples").iterdir())
@@ -207,7 +209,7 @@ def test_a_folder_of_photos_is_listed_by_the_rules_of_image_folder_ingest(tmp_pa
     client = tracking.client()
     run_id = client.create_run(tracking.experiment_id(client, "photos")).info.run_id
     model = build_model("transfer", 3, 32, 32, len(CLASSES), **config["build"])
-    uri = log_pixel_classifier(run_id, model, config, pd.DataFrame({"path": [str(folder / "a.jpg")]}))
+    uri = log_pyfunc(run_id, CLASSIFIER, model, config, pd.DataFrame({"path": [str(folder / "a.jpg")]}))
     register(client, uri, "photo-model", run_id, {"architecture": "transfer"})
 
     out = tmp_path / "scores.parquet"
@@ -358,12 +360,12 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write_and_nothin
     the same output removes it, and only it: a live writer's, other outputs' and other names stay."""
     import re
 
-    from keel.core.io import atomic_path
+    from keel.core.atomic import atomic_path
 
     out = tmp_path / "preds.parquet"
     writer = ("import os, signal, sys, time\n"
               "from pathlib import Path\n"
-              "from keel.core.io import atomic_path\n"
+              "from keel.core.atomic import atomic_path\n"
               "with atomic_path(Path(sys.argv[1])) as tmp:\n"
               "    tmp.write_bytes(b'PAR1 half a file')\n"
               "    print(tmp.name, flush=True)\n"
@@ -401,3 +403,27 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write_and_nothin
         sleeper.kill()
         live.wait()
         sleeper.wait()
+
+
+def test_a_dataset_with_another_pixel_prefix_scores_its_own_rows(tmp_path, small_rows, keel_home):
+    """The served model takes the dataset's own pixel columns: a dataset whose config says
+    `pixel_prefix: px` (columns px1..px784) trains, registers, and scores its own rows."""
+    from keel.core.config import TrainConfig
+    from keel.stages.ingest import ingest_stage
+    from keel.stages.registration import register_stage
+    from keel.stages.runs import start_run_stage
+    from keel.stages.training import train_stage
+    from tests.conftest import write_dataset_config
+
+    rows = small_rows.rename(columns=lambda c: c.replace("pixel", "px"))
+    csv = tmp_path / "px.csv"
+    rows.to_csv(csv, index=False)
+    config = str(write_dataset_config(tmp_path, csv, name="px-small", pixel_prefix="px"))
+    version = ingest_stage(config)
+    train = TrainConfig(epochs=1, batch_size=64)
+    run = start_run_stage(config, version, train)
+    registered = register_stage(run, version, train_stage(run, version, train, progress=False), {})
+
+    summary = score_files(tracking.client(), f"{registered.name}/{registered.version}", csv, tmp_path / "scored.parquet")
+    assert (summary.rows_scored, summary.rows_rejected, summary.labelled_rows) == (len(rows), 0, len(rows))
+    assert pd.read_parquet(tmp_path / "scored.parquet")["row"].tolist() == list(range(1, len(rows) + 1))

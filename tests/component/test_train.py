@@ -2,15 +2,18 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
+import keel.training.loop
 from keel.core.config import TrainConfig, load_dataset_config
-from keel.data.datasets import ingest
-from keel.training.evaluate import classification_metrics
-from keel.stages.pipeline import hold_run_lock, release_run_lock
-from keel.training.train import fit, predict_logits, select_precision, training_splits
+from keel.data.batches import training_splits
+from keel.modalities import ingest
+from keel.modalities.pixels import PIXEL_TABLE
+from keel.models.device import predict_logits
+from keel.stages.runs import hold_run_lock, release_run_lock
+from keel.training.budget import estimate_epoch_seconds, plan_epochs
+from keel.training.train import fit, single_phase
 from tests.conftest import REPO
 
 
@@ -62,6 +65,22 @@ def _assert_same_weights(a_result, b_result):
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_a_checkpoint_from_before_the_one_loop_is_not_resumed_but_replaced(tmp_path, splits, caplog):
+    """The two loops' checkpoints (format 1: no format mark) start a fresh run with a warning,
+    and its first epoch overwrites the file; the run key changed with the format too."""
+    from keel.training.checkpoint import CHECKPOINT_FORMAT, config_key
+
+    train, validation = splits
+    config = TrainConfig(epochs=1, batch_size=64)
+    old = tmp_path / "last.pt"
+    torch.save({"model": {}, "optimizer": {}, "scheduler": None, "state": {"epoch": 1, "history": []}}, old)
+    result = fit(train, validation, 24, config, checkpoint_path=old, progress=False)
+    assert result.resumed_from_epoch == 0 and result.epochs_run == 1
+    assert f"{old}: a checkpoint of another format (from an older Keel); training starts afresh" in caplog.text
+    assert torch.load(old, map_location="cpu", weights_only=True)["format"] == CHECKPOINT_FORMAT
+    assert len(config_key(config, "v1")) == 16 and config_key(config, "v1") != config_key(config, "v2")
+
+
 def test_early_stopping_stops_when_validation_stalls(splits):
     train, validation = splits
     # A learning rate this small cannot move validation accuracy: patience runs out.
@@ -70,30 +89,9 @@ def test_early_stopping_stops_when_validation_stalls(splits):
     assert result.stopped_early and result.epochs_run < 20
 
 
-def test_precision_selection():
-    assert select_precision("fp32", torch.device("cpu")) == "fp32"
-    assert select_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
-
-
-def test_metrics_on_a_hand_checked_example():
-    targets = np.array([0, 0, 1, 1, 2, 2])
-    predictions = np.array([0, 1, 1, 1, 2, 0])
-    m = classification_metrics(targets, predictions, ["a", "b", "c"])
-    assert m["accuracy"] == pytest.approx(4 / 6)
-    per = {r["class"]: r for r in m["per_class"]}
-    assert per["a"]["precision"] == pytest.approx(0.5) and per["a"]["recall"] == pytest.approx(0.5)
-    assert per["b"]["precision"] == pytest.approx(2 / 3) and per["b"]["recall"] == pytest.approx(1.0)
-    assert per["c"]["precision"] == pytest.approx(1.0) and per["c"]["recall"] == pytest.approx(0.5)
-    f1 = [0.5, 0.8, 2 / 3]
-    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
-    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-
-
 def test_time_budget_plans_the_schedule_over_the_epochs_that_fit(splits, monkeypatch):
-    import keel.training.train
-
     train, validation = splits
-    monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # 35 s fit 3 epochs
+    monkeypatch.setattr(keel.training.loop, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # 35 s fit 3 epochs
     config = TrainConfig(epochs=40, time_budget=35, batch_size=64, patience=100)
     result = fit(train, validation, 24, config, progress=False)
     assert result.planned_epochs == 3 and result.epochs_run == 3 and result.stop_reason is None
@@ -116,10 +114,8 @@ def test_time_budget_plans_the_schedule_over_the_epochs_that_fit(splits, monkeyp
 
 
 def test_a_run_that_falls_behind_its_budget_stops_after_the_epoch_that_spends_it(splits, monkeypatch):
-    import keel.training.train
-
     train, validation = splits
-    monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 1e-6)  # plans all 20
+    monkeypatch.setattr(keel.training.loop, "estimate_epoch_seconds", lambda *a, **k: 1e-6)  # plans all 20
     result = fit(train, validation, 24, TrainConfig(epochs=20, time_budget=0.001, batch_size=64, patience=100),
                  progress=False)
     assert result.planned_epochs == 20
@@ -128,30 +124,30 @@ def test_a_run_that_falls_behind_its_budget_stops_after_the_epoch_that_spends_it
 
 def test_the_epoch_estimate_leaves_the_model_and_the_random_generators_alone(splits):
     from keel.models.networks import build_model
-    from keel.training.train import estimate_epoch_seconds, plan_epochs
 
     train, validation = splits
     config = TrainConfig(batch_size=64, time_budget=60, epochs=40)
+    cpu = torch.device("cpu")
     torch.manual_seed(0)
     model = build_model("cnn", 1, 28, 28, 24)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    seconds = estimate_epoch_seconds(model, train, validation, config, torch.device("cpu"), "fp32")
-    assert 1e-4 < seconds < 30  # 6 steps of 64 real images and a validation pass on 96
+    source = PIXEL_TABLE.tensor_batches(train, config, cpu, train=True)
+    held_out = PIXEL_TABLE.tensor_batches(validation, config, cpu, train=False)
+    seconds = estimate_epoch_seconds(model, single_phase(config, lambda: source), source, held_out, config, cpu, "fp32")
+    assert 1e-4 < seconds < 30  # 18 steps of 64 real images and a validation pass on 96
     assert torch.equal(torch.get_rng_state(), rng)
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
-    assert plan_epochs(config, 7.0) == 8 and plan_epochs(config, 0.5) == 40 and plan_epochs(config, 100.0) == 1
-    assert plan_epochs(TrainConfig(epochs=5, time_budget=0), 100.0) == 5
+    assert plan_epochs(40, 60, 7.0) == 8 and plan_epochs(40, 60, 0.5) == 40 and plan_epochs(40, 60, 100.0) == 1
+    assert plan_epochs(5, 0, 100.0) == 5 and plan_epochs(5, None, 100.0) == 5
 
 
 def test_a_resumed_budgeted_run_keeps_its_plan_and_ends_with_the_same_weights(tmp_path, splits, monkeypatch):
-    import keel.training.train
-
     config = TrainConfig(epochs=40, time_budget=30, batch_size=64, patience=100)
-    monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # plans 3
+    monkeypatch.setattr(keel.training.loop, "estimate_epoch_seconds", lambda *a, **k: 10.0)  # plans 3
     # The machine got faster: a fresh plan would now fit 15 epochs; the resumed run keeps its 3.
-    faster = lambda: monkeypatch.setattr(keel.training.train, "estimate_epoch_seconds", lambda *a, **k: 2.0)  # noqa: E731
+    faster = lambda: monkeypatch.setattr(keel.training.loop, "estimate_epoch_seconds", lambda *a, **k: 2.0)  # noqa: E731
     straight, resumed = _straight_and_resumed(tmp_path, splits, config, before_resume=faster)
     assert straight.planned_epochs == resumed.planned_epochs == 3
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
@@ -159,56 +155,10 @@ def test_a_resumed_budgeted_run_keeps_its_plan_and_ends_with_the_same_weights(tm
     _assert_same_weights(straight, resumed)
 
 
-def test_label_smoothing_changes_the_training_loss():
-    from torch import nn
-
-    from keel.training.train import _train_step
-
-    targets = torch.tensor([0, 3, 5, 7])
-    confident = 20.0 * torch.nn.functional.one_hot(targets, 24).float()
-
-    class Fixed(nn.Module):  # confident, correct logits whatever the input
-        def __init__(self):
-            super().__init__()
-            self.bias = nn.Parameter(torch.zeros(24))
-
-        def forward(self, x):
-            return confident + self.bias
-
-    losses = {}
-    for smoothing in (0.0, 0.1):
-        model = Fixed()
-        config = TrainConfig(label_smoothing=smoothing, augment={"enabled": False})
-        loss, _ = _train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
-                              targets, config, torch.device("cpu"), "fp32", torch.Generator())
-        losses[smoothing] = loss.item()
-    assert losses[0.0] < 1e-6
-    # 0.1 of the target mass spread over 24 classes: 0.1 x 23/24 x 20 = 1.92 above the plain loss.
-    assert losses[0.1] == pytest.approx(0.1 * 23 / 24 * 20, abs=1e-3)
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda is right here")
-def test_device_cuda_without_a_gpu_is_a_config_error():
-    from keel.core.errors import ConfigError
-    from keel.training.train import select_device
-
-    with pytest.raises(ConfigError, match=r"^--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu"):
-        select_device("cuda")
-    assert select_device("auto") == torch.device("cpu")
-
-
-def test_an_unknown_model_is_a_config_error():
-    from keel.core.errors import ConfigError
-    from keel.models.networks import build_model
-
-    with pytest.raises(ConfigError, match=r"^unknown model 'resnet9000'; choose one of mlp, cnn, cnn-wide, vgg16, resnet18, "):
-        build_model("resnet9000", 1, 28, 28, 24)
-
-
 _HOLDER = """
 import sys
 from pathlib import Path
-from keel.stages.pipeline import hold_run_lock
+from keel.stages.runs import hold_run_lock
 hold_run_lock(Path(sys.argv[1]), on_wait=lambda line: print(line, flush=True))
 print("held", flush=True)
 sys.stdin.read()

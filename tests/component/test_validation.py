@@ -3,7 +3,7 @@ import json
 import pytest
 
 from keel.core.config import load_dataset_config
-from keel.data.datasets import ingest
+from keel.modalities import ingest
 from keel.validation.checks import validate_version
 from tests.bad_data import CASES
 from tests.conftest import write_dataset_config
