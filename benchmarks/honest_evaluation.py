@@ -149,11 +149,13 @@ def evaluate_splits(args, labels_raw: np.ndarray, images: np.ndarray, groups: np
     from benchmarks.course_loop import run_course_loop
     from benchmarks.train_sign_mnist import ForeignCpu
     from keel.core.config import TrainConfig, load_dataset_config
-    from keel.data.datasets import class_indices
+    from keel.data.versions import class_indices
     from keel.models.networks import inference_model
     from keel.data.neardup import PixelFeatures
     from keel.data.splits import holdout, measure_leakage, stratified_group_split, stratified_split
-    from keel.training.train import TensorSplit, fit, predict_logits, select_device, select_precision, set_threads
+    from keel.data.batches import TensorSplit
+    from keel.models.device import predict_logits, select_device, select_precision, set_threads
+    from keel.training.train import fit
 
     set_threads()
     classes = load_dataset_config(DATASET_CONFIG).labels

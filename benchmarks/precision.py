@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 
 from keel.core.config import TrainConfig, load_dataset_config
-from keel.data.datasets import ingest
-from keel.training.train import fit, load_split, predict_logits, select_device, training_splits
+from keel.modalities import ingest
+from keel.data.batches import load_split, training_splits
+from keel.models.device import predict_logits, select_device
+from keel.training.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,28 +44,30 @@ def main() -> None:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        from keel.stages import pipeline
-
-        from keel.tracking.client import client as tracking
+        from keel.stages.evaluation import evaluate_stage
+        from keel.stages.ingest import ingest_stage
+        from keel.stages.registration import promote_stage, register_stage
+        from keel.stages.runs import start_run_stage
+        from keel.stages.training import load_trained, train_stage
+        from keel.tracking import client as tracking
         from keel.core.config import TrainConfig
         from keel.tracking.promotion import PromotionPolicy
 
         config = str(home / "conf" / "datasets" / "sign-mnist.yaml")
         print("training the default model for 1 epoch to have something to score ...", flush=True)
-        version = pipeline.ingest_stage(config)
+        version = ingest_stage(config)
         train = TrainConfig(epochs=1)
-        run = pipeline.start_run_stage(config, version["version_dir"], train)
-        trained = pipeline.train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"], progress=False)
-        course_model, _ = pipeline.load_trained(trained["model_path"])
-        metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
-        registered = pipeline.register_stage(run["run_id"], version["version_dir"], trained["model_path"], metrics)
-        pipeline.promote_stage(version["version_dir"], registered["name"], registered["version"], metrics,
-                               PromotionPolicy(floor=0.0))
-        name = registered["name"]
+        run = start_run_stage(config, version, train)
+        trained = train_stage(run, version, train, progress=False)
+        course_model, _ = load_trained(trained.model_path)
+        metrics = evaluate_stage(run, version, trained)
+        registered = register_stage(run, version, trained, metrics)
+        promote_stage(version, registered, metrics, PromotionPolicy(floor=0.0))
+        name = registered.name
 
         from keel.serving.predict import score_files
-        from keel.tracking.registry import load_registered
-        from keel.training.train import predict_logits
+        from keel.serving.pyfunc import load_verified_model
+        from keel.models.device import predict_logits
 
         client = tracking.client()
         out = home / "scored" / "preds.parquet"
@@ -77,10 +79,10 @@ def main() -> None:
                   f"(model {summary.model_seconds:.2f} s)", flush=True)
         rows = summary.rows_scored
 
-        from keel.data.datasets import DatasetVersion
+        from keel.data.versions import DatasetVersion
 
-        images = torch.from_numpy(np.array(DatasetVersion(Path(version["version_dir"])).images())).permute(0, 3, 1, 2).contiguous()
-        classifier = load_registered(f"models:/{name}@champion")
+        images = torch.from_numpy(np.array(DatasetVersion(version.path).images())).permute(0, 3, 1, 2).contiguous()
+        classifier = load_verified_model(f"models:/{name}@champion")
         predict_logits(classifier.model, images[:1024], classifier.device, classifier.precision)  # warm-up
         best = float("inf")
         for _ in range(3):

@@ -24,7 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ops.stack import Stack, StackSettings, descendants, drop_database  # noqa: E402
+from ops.postgres import drop_database  # noqa: E402
+from ops.processes import descendants  # noqa: E402
+from ops.stack import Stack, StackSettings  # noqa: E402
 
 CONFIG = "conf/datasets/sign-mnist.yaml"
 

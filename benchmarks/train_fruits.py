@@ -3,7 +3,7 @@ without ImageNet weights, against a plain PyTorch loop in the same run.
 
     .venv/bin/python benchmarks/train_fruits.py [--epochs N] [--skip-plain]
 
-Keel: ingest of data/fruits (stored 128 px), then `pipeline.train_stage` with the training
+Keel: ingest of data/fruits (stored 128 px), then `keel.stages.training.train_stage` with the training
 block of conf/datasets/fruits.yaml (ResNet-18 at 96 px from scratch, 2 head epochs on cached
 features, then N fine-tuning epochs on photos augmented by a DataLoader worker), then
 evaluation on valid/ (the course's validation set). Plain loop: the course's way, a
@@ -26,24 +26,27 @@ CONFIG = str(REPO / "conf" / "datasets" / "fruits.yaml")
 
 
 def keel_run(epochs: int) -> dict:
-    from keel.stages import pipeline
     from keel.core.config import TrainConfig, load_dataset_config
+    from keel.stages.evaluation import evaluate_stage
+    from keel.stages.ingest import ingest_stage
+    from keel.stages.runs import start_run_stage
+    from keel.stages.training import train_stage
 
     started = time.perf_counter()
-    version = pipeline.ingest_stage(CONFIG)
+    version = ingest_stage(CONFIG)
     ingest_seconds = time.perf_counter() - started
     settings = {**load_dataset_config(CONFIG).training, **({"epochs": epochs} if epochs else {})}
     train = TrainConfig(**settings)
-    run = pipeline.start_run_stage(CONFIG, version["version_dir"], train, fresh=True)
-    trained = pipeline.train_stage(run["run_id"], version["version_dir"], train, run["checkpoint_dir"])
-    metrics = pipeline.evaluate_stage(run["run_id"], version["version_dir"], trained["model_path"])
-    history = trained["history"]
+    run = start_run_stage(CONFIG, version, train, fresh=True)
+    trained = train_stage(run, version, train)
+    metrics = evaluate_stage(run, version, trained)
+    history = trained.history
     phase1 = [h for h in history if h["phase"] == 1]
     return {"accuracy": metrics["evaluation"]["accuracy"], "rows": metrics["evaluation"]["rows"],
-            "loop_seconds": trained["loop_seconds"], "ingest_seconds": ingest_seconds,
+            "loop_seconds": trained.loop_seconds, "ingest_seconds": ingest_seconds,
             "phase1_seconds": sum(h["epoch_seconds"] for h in phase1),
             "phase2_epoch_seconds": [h["epoch_seconds"] for h in history if h["phase"] == 2],
-            "best_epoch": trained["best_epoch"], "epochs": len(history), "total_seconds": time.perf_counter() - started,
+            "best_epoch": trained.best_epoch, "epochs": len(history), "total_seconds": time.perf_counter() - started,
             "settings": settings, "worst": metrics["evaluation"]["worst_classified_png"]}
 
 

@@ -8,7 +8,7 @@ Run it from the repository root:
 
 It measures three things, on this machine, in this order:
 
-1. The Keel flow, cold, exactly as a user runs it: `python -m flows.training --fresh --epochs N`
+1. The Keel flow, cold, exactly as a user runs it: `keel train --fresh --epochs N`
    in a subprocess whose KEEL_HOME is a fresh temporary folder (a copy of conf/ and a link to
    data/sign-mnist/, so an empty MLflow store and no cached dataset version) and whose
    PREFECT_HOME is temporary too. Wall time of the whole subprocess; per-epoch seconds,
@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from keel.core.config import TrainConfig, load_dataset_config  # noqa: E402
-from keel.data.datasets import class_indices, ingest  # noqa: E402
+from keel.data.versions import class_indices  # noqa: E402
+from keel.modalities import ingest  # noqa: E402
 
 DATASET_CONFIG = "conf/datasets/sign-mnist.yaml"
 EXPERIMENT = "keel-sign-mnist"
@@ -186,7 +187,9 @@ def run_flow(epochs: int, folder: Path, home: Path, label: str) -> dict:
 
 
 def run_keel_in_process(version, epochs: int) -> dict:
-    from keel.training.train import fit, load_split, predict_logits, select_device, select_precision, set_threads, training_splits
+    from keel.data.batches import load_split, training_splits
+    from keel.models.device import predict_logits, select_device, select_precision, set_threads
+    from keel.training.train import fit
 
     set_threads()  # as the flow's train stage does
     config = TrainConfig(epochs=epochs)
