@@ -1,5 +1,6 @@
 """`keel predict`, `keel validate`, `keel validate profile` and `keel watch`: the flows that
-score and check data, each run against a temporary Prefect API (flows.prefect_api.run_flow).
+score and check data, each run against a temporary Prefect API (flows.prefect_api.run_flow,
+loaded_flow).
 
 The flows that run on Prefect are imported inside the small loader functions below, not at
 the top: run_flow starts the API first, and the server boots while the import (Prefect,
@@ -12,7 +13,7 @@ import argparse
 import os
 
 from cli.options import dataset_config
-from flows.prefect_api import run_flow
+from flows.prefect_api import loaded_flow, run_flow
 from flows.watch import watch as watch_landing
 from keel.core.errors import KeelError
 from keel.core.io import refuse_credentials
@@ -22,21 +23,20 @@ def predict(args: argparse.Namespace) -> int:
     # Checked before a flow run exists: Prefect stores a run's parameters in its database.
     refuse_credentials(args.input, "--input")
     refuse_credentials(args.output, "--output")
-    result = run_flow(_batch_predict_flow, model=args.model, input_path=args.input, output=args.output,
-                      format=args.format, force=args.force, id_column=args.id_column)
+    with loaded_flow(_batch_predict_flow) as scoring:
+        from keel.serving.outputs import format_of  # pandas, pyarrow: the flow's module imported them
+
+        # The format --output's name implies unless --format says, else parquet.
+        result = scoring(model=args.model, input_path=args.input, output=args.output, force=args.force,
+                         format=args.format or format_of(args.output) or "parquet", id_column=args.id_column)
     print(result["text"])
     return 1 if result["rows_rejected"] else 0
 
 
 def _batch_predict_flow():
     from flows.batch_predict import batch_predict_flow
-    from keel.serving.outputs import format_of  # pandas and pyarrow
 
-    def scoring(format: str | None, output: str, **parameters):
-        # The format --output's name implies unless --format says, else parquet.
-        return batch_predict_flow(format=format or format_of(output) or "parquet", output=output, **parameters)
-
-    return scoring
+    return batch_predict_flow
 
 
 def validate(args: argparse.Namespace) -> int:

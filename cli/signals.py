@@ -2,9 +2,10 @@
 promptly and cleanly, with exit code 128 + the signal's number (143, 130).
 
 The first signal raises in the main thread (KeyboardInterrupt for SIGINT, `Stopped` for
-SIGTERM), so the running flow unwinds: its task and flow runs end Crashed ("aborted by a
-termination/interrupt signal", never retried: tasks.is_termination), the training flow marks
-its MLflow run KILLED and keeps the last checkpoint, and the temporary Prefect API stops.
+SIGTERM), so the running flow unwinds: its flow run and the task run the signal stopped end
+Cancelled (flows.prefect_api.cancel_when_stopped; never retried: tasks.is_termination), the
+training flow marks its MLflow run KILLED and keeps the last checkpoint, and the temporary
+Prefect API stops.
 While a flow runs Prefect's own SIGTERM handler raises first; after its clean-up it sends the
 signal on to the handler here. Later signals are noted, not raised, so that the clean-up the
 first one started runs to its end (SIGKILL remains for the impatient).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import signal
 
-from keel.core.errors import stop_exception
+from keel.core.errors import stop_signal_number
 
 _received: list[int] = []
 
@@ -42,15 +43,9 @@ def stop_on_signals() -> None:
 
 def stop_signal(exc: BaseException | None = None) -> int | None:
     """The signal that is stopping this process: the first one received here, else the one
-    the stop in `exc`'s chain carries (keel.core.errors.stop_exception; KeyboardInterrupt:
-    SIGINT, Prefect's TerminationSignal: its number); None when nothing is stopping it."""
-    if _received:
-        return _received[0]
-    stop = stop_exception(exc)
-    if isinstance(stop, KeyboardInterrupt):
-        return signal.SIGINT
-    number = getattr(stop, "signal", None)
-    return number if isinstance(number, int) else None
+    the stop in `exc`'s chain carries (keel.core.errors.stop_signal_number); None when
+    nothing is stopping it."""
+    return _received[0] if _received else stop_signal_number(exc)
 
 
 def exit_code(signum: int) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from cli.options import dataset_config, given, invalid_option
-from flows.prefect_api import TemporaryPrefectAPI
+from flows.prefect_api import run_flow
 from keel.core.config import AugmentConfig, TrainConfig, load_dataset_config
 from keel.core.contracts import TrainingOutcome
 from keel.tracking.promotion import PromotionPolicy
@@ -25,21 +25,20 @@ def train(args: argparse.Namespace) -> int:
         print(f"keel train: {invalid_option(exc, args, _yaml_field(config))}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    # The API boots on the other core while this process imports Prefect, torch, MLflow and
-    # GX (flows/prefect_api.py): the flow is imported once it is started, not at the top.
-    api = TemporaryPrefectAPI().start()
-    try:
-        from flows.training import training_flow
-
-        import great_expectations  # noqa: F401  (validation needs it: import while the API boots)
-
-        with api.serving():
-            result = training_flow(dataset_config=config, train=settings, fresh=args.fresh,
-                                   model_name=args.model_name, promotion=promotion)
-    finally:
-        api.stop()
+    result = run_flow(_training_flow, dataset_config=config, train=settings, fresh=args.fresh,
+                      model_name=args.model_name, promotion=promotion)
     print(summary(result, time.perf_counter() - started))
     return 0
+
+
+def _training_flow():
+    # The API boots on the other core while this process imports Prefect, torch, MLflow and
+    # GX (flows/prefect_api.py): the flow is imported once it is started, not at the top.
+    from flows.training import training_flow
+
+    import great_expectations  # noqa: F401  (validation needs it: import while the API boots)
+
+    return training_flow
 
 
 def _train_config(args: argparse.Namespace, config: str) -> TrainConfig:

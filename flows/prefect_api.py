@@ -21,12 +21,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from keel.core.errors import KeelError
+from keel.core.errors import KeelError, stop_signal_number
 
+if TYPE_CHECKING:  # Prefect is imported by `load`, once the server is started
+    from prefect import Flow
+
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -101,17 +105,59 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_flow(load: Callable[[], Callable[..., T]], **parameters) -> T:
-    """Calls the flow that `load()` returns with `parameters`, against a temporary API that is
+def run_flow(load: Callable[[], Flow[..., T]], **parameters) -> T:
+    """Calls the flow that `load()` returns with `parameters` (see loaded_flow)."""
+    with loaded_flow(load) as flow:
+        return flow(**parameters)
+
+
+@contextlib.contextmanager
+def loaded_flow(load: Callable[[], Flow[P, T]]) -> Iterator[Flow[P, T]]:
+    """The flow that `load()` returns, to call in the block against a temporary API that is
     started before `load` imports the flow's module (Prefect, torch, MLflow...): the server
-    boots while they load. The server stops when the flow returns or raises."""
+    boots while they load. A stop signal cancels the flow's run (cancel_when_stopped). The
+    server stops when the block ends."""
     api = TemporaryPrefectAPI().start()
     try:
-        flow = load()
+        flow = cancel_when_stopped(load())
         with api.serving():
-            return flow(**parameters)
+            yield flow
     finally:
         api.stop()
+
+
+def cancel_when_stopped(flow: Flow[P, T]) -> Flow[P, T]:
+    """`flow` whose runs a stop signal (SIGTERM, Ctrl-C) marks Cancelled rather than Crashed.
+
+    Prefect ends a flow run called in-process that a signal interrupts as Crashed, and keeps
+    Cancelled for a cancellation its runner delivers. The hook added here runs when the run
+    has crashed, while the API is still up: a crash that a stop caused becomes Cancelled
+    ("Stopped by SIGTERM."), and so do the task runs it left crashed or unfinished. (Task run
+    states reach the API as events: a task run started milliseconds before the signal may not
+    be known there yet, and then stays as Prefect leaves it.)"""
+    return flow.with_options(on_crashed=[*flow.on_crashed_hooks, mark_stopped_run_cancelled])
+
+
+def mark_stopped_run_cancelled(flow, flow_run, state) -> None:
+    """The on_crashed hook of cancel_when_stopped (its name is what Prefect's log shows)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId, TaskRunFilterState, \
+        TaskRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    # In-process, a Crashed state holds the exception that crashed the run.
+    signum = stop_signal_number(state.data if isinstance(state.data, BaseException) else None)
+    if signum is None:
+        return
+    message = f"Stopped by {signal.Signals(signum).name}."
+    unfinished = [StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED, StateType.PAUSED]
+    with get_client(sync_client=True) as client:
+        for task_run in client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]),
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished)))):
+            client.set_task_run_state(task_run.id, Cancelled(message=message), force=True)
+        client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
 
 
 def _die_with_parent(parent: int) -> Callable[[], None] | None:

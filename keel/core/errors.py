@@ -1,5 +1,7 @@
 """Errors a user can cause; each message names the file, row or column and the fix."""
 
+import signal
+
 from keel.core.secrets import redact
 
 
@@ -49,3 +51,14 @@ def stop_exception(exc: BaseException | None) -> BaseException | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def stop_signal_number(exc: BaseException | None) -> int | None:
+    """The signal behind the stop in `exc`'s chain (stop_exception): SIGINT for a
+    KeyboardInterrupt, else the number the stop carries in `.signal` (Prefect's
+    TerminationSignal, cli.signals.Stopped); None when no signal is stopping it."""
+    stop = stop_exception(exc)
+    if isinstance(stop, KeyboardInterrupt):
+        return signal.SIGINT
+    number = getattr(stop, "signal", None)
+    return number if isinstance(number, int) else None

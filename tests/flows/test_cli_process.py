@@ -77,7 +77,7 @@ def test_a_terminated_training_stops_at_once_keeps_its_checkpoint_and_is_never_r
     process group, as a terminal or a batch scheduler does: the DataLoader worker and the
     temporary Prefect API get it too. The command stops within seconds with 128 + the signal's
     number, the last epoch's checkpoint stays for the next run to resume from, the MLflow run
-    is marked KILLED, and nothing is retried."""
+    is marked KILLED and the Prefect flow run Cancelled, and nothing is retried."""
     from mlflow import MlflowClient
 
     from tests.image_data import fruits_config, small_fruits
@@ -117,8 +117,47 @@ def test_a_terminated_training_stops_at_once_keeps_its_checkpoint_and_is_never_r
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [run.info.status for run in runs] == ["KILLED"], text[-4000:]
-    # The flow run ended as Prefect ends a run a signal stopped (its API outlived the signal).
+    # The flow run is marked cancelled (its API outlived the signal), and none of its task runs
+    # is left running.
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         states = db.execute("SELECT flow_run.state_type, flow_run_state.message FROM flow_run "
                             "JOIN flow_run_state ON flow_run.state_id = flow_run_state.id").fetchall()
-    assert states == [("CRASHED", f"Execution was aborted by {'a termination' if sig == signal.SIGTERM else 'an interrupt'} signal.")]
+        tasks = {name.rsplit("-", 1)[0]: state for name, state in db.execute("SELECT name, state_type FROM task_run")}
+    assert states == [("CANCELLED", f"Stopped by {sig.name}.")], text[-4000:]
+    # The task the signal stopped is cancelled with its flow run; those that had finished stay so.
+    assert tasks["train"] == "CANCELLED" and tasks["ingest"] == tasks["start-run"] == "COMPLETED", tasks
+    assert set(tasks.values()) <= {"COMPLETED", "CANCELLED"}, tasks
+
+
+@pytest.mark.parametrize("raised, state", [(KeyboardInterrupt, "CANCELLED"), (SystemExit, "CRASHED")])
+def test_only_a_stop_signal_turns_a_crashed_flow_run_cancelled(raised, state):
+    """The hook every keel command's flow gets (flows.prefect_api.cancel_when_stopped): Ctrl-C
+    cancels the flow run and the task run it interrupted; another crash stays a crash."""
+    from uuid import uuid4
+
+    from prefect import flow, get_client, task
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.runtime import flow_run as current_flow_run
+
+    from flows.prefect_api import cancel_when_stopped
+
+    runs = []
+
+    @task
+    def interrupted():
+        time.sleep(0.5)  # running, as the API knows, when the signal comes
+        raise raised()
+
+    @flow(name=f"stopped-{uuid4().hex[:8]}")
+    def stopped():
+        runs.append(current_flow_run.id)
+        interrupted()
+
+    with pytest.raises(raised):
+        cancel_when_stopped(stopped)()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)))[0]
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=runs)))
+    assert (run.state.type.value, [t.state.type.value for t in tasks]) == (state, [state]), run.state
+    if raised is KeyboardInterrupt:
+        assert run.state.message == "Stopped by SIGINT."
