@@ -23,6 +23,7 @@ def registry_home(registered_model):
 
 def test_pyfunc_scores_raw_rows_like_the_trained_model(registered, small_rows):
     result, model, _ = registered
+    tracking.client()  # MLflow's own loader reads the process-wide tracking URI, which other tests move
     loaded = mlflow.pyfunc.load_model(f"models:/{result.name}/{result.version}")
     rows = small_rows.head(25)  # raw rows: label column included, integer pixels
     out = loaded.predict(rows)
@@ -59,6 +60,7 @@ def test_registration_tags_aliases_and_run(registered):
 
 def test_pyfunc_rejects_rows_without_pixels(registered):
     result, _, _ = registered
+    tracking.client()  # MLflow's own loader reads the process-wide tracking URI, which other tests move
     loaded = mlflow.pyfunc.load_model(f"models:/{result.name}@champion")
     with pytest.raises(Exception, match="pixel"):
         loaded.predict(pd.DataFrame({"label": [1], "pixel1": [3]}))
