@@ -79,7 +79,7 @@ class ImageFolder:
         """Mean-centred, downsampled pixels of the stored photos, as for pixel tables."""
         return PixelFeatures().grouping(images)
 
-    # -- build a model (training helper)
+    # -- build a model
     def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
         """A torchvision backbone `config.model` (with `config.weights`, or the torchvision
         cache's, when there are any), or `parent`'s trained features, with a new head."""
@@ -92,7 +92,7 @@ class ImageFolder:
             build = {"backbone": config.model, "image_size": config.image_size}
         return network, {"architecture": "transfer", "build": build, "input": "image", "pretrained": pretrained}
 
-    # -- batch and augment (training helper)
+    # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
                 train: bool) -> PhotoBatches | TensorBatches:
         """Rows `indices`: when `train`, photos augmented one at a time by DataLoader workers
@@ -113,7 +113,7 @@ class ImageFolder:
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             return to_float(torch.stack([transform(image) for image in images]))
 
-    # -- preprocess for serving (serving helper)
+    # -- preprocess for serving
     def preprocess(self, rows: pd.DataFrame, model_config: dict) -> Prepared:
         """Photo files (a `path` column: local paths or fsspec URLs; a `data` column, when
         there, holds their bytes already read) decoded and resized as ingest stores them; a

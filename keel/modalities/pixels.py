@@ -68,7 +68,7 @@ class PixelTable:
         """Mean-centred, downsampled pixels of the stored images (keel.data.neardup.PixelFeatures)."""
         return PixelFeatures().grouping(images)
 
-    # -- build a model (training helper)
+    # -- build a model
     def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
         """The course network `config.model` for the stored image shape, from scratch."""
         if parent is not None:
@@ -78,7 +78,7 @@ class PixelTable:
         network = build_model(config.model, image["channels"], image["height"], image["width"], len(meta["labels"]))
         return network, {"architecture": config.model}
 
-    # -- batch and augment (training helper)
+    # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
                 train: bool) -> TensorBatches:
         """Rows `indices`, held on `device`: when `train`, shuffled batches of `config.batch_size`
@@ -99,7 +99,7 @@ class PixelTable:
         """uint8 images N x C x H x W as float, augmented in one batch (keel.data.augment)."""
         return augment_batch(to_float(images), config.augment, generator)
 
-    # -- preprocess for serving (serving helper)
+    # -- preprocess for serving
     def preprocess(self, rows: pa.Table | pd.DataFrame, model_config: dict) -> Prepared:
         """Pixel rows (the model's `pixel_columns`, 0-255) as uint8 images. A row with an empty,
         non-numeric, fractional or out-of-range pixel is refused with one problem per reason
