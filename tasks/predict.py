@@ -13,7 +13,7 @@ def check_output_location(input_path: str, output: str, fmt: str) -> str:
     """The output path, checked before the model is looked up or a row scored: not the input
     nor inside the input folder, an extension that matches the format, a folder that can be
     written (a user's mistake fails here at once, never retried)."""
-    return check_output(input_path, output, fmt)[0]
+    return check_output(input_path, output, fmt).output
 
 
 @keel_task("resolve-model", REMOTE)

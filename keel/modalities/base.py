@@ -5,13 +5,15 @@ Pixel tables (`keel.modalities.pixels`) and image folders (`keel.modalities.imag
 two implementations today; the next modality (text) is a new module here plus its reader in
 `keel.data` and its network in `keel.models`, not edits across the tree. Everything above this
 layer (training, validation, serving, stages) asks `modality_for(...)` and calls these roles;
-nothing above it tests a dataset's format.
+two places still test a version's format (docs/architecture.md names them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from keel.core.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: the roles' own modules import these at module top
     import numpy as np
@@ -25,6 +27,13 @@ if TYPE_CHECKING:  # annotations only: the roles' own modules import these at mo
     from keel.data.versions import DatasetVersion, IngestResult
     from keel.modalities.prepared import Prepared
     from keel.models.transfer import ParentModel
+
+
+def unfit_model(config: TrainConfig, meta: dict) -> ConfigError:
+    """The error for a model of the other modality (`keel train --model` on the wrong dataset)."""
+    return ConfigError(f"model {config.model} does not fit dataset {meta['dataset']}: image folders train vgg16, "
+                       "resnet18, mobilenet_v3_small or efficientnet_b0 (or --backbone models:/...); pixel tables "
+                       "train cnn, mlp or cnn-wide")
 
 
 class Modality(Protocol):

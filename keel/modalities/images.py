@@ -21,6 +21,7 @@ from keel.data.imagefolder import (decode, decode_folder, folder_meta, quarantin
 from keel.data.neardup import GroupingFeatures, PixelFeatures
 from keel.data.splits import plan_split
 from keel.data.versions import IngestResult, StoredImages, VersionMeta, existing_version, store_version, version_id
+from keel.modalities.base import unfit_model
 from keel.modalities.expectations import class_expectations, expectation
 from keel.modalities.prepared import Prepared, prepared, refused
 
@@ -83,6 +84,8 @@ class ImageFolder:
     def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
         """A torchvision backbone `config.model` (with `config.weights`, or the torchvision
         cache's, when there are any), or `parent`'s trained features, with a new head."""
+        if not config.transfer:
+            raise unfit_model(config, meta)
         n_classes = len(meta["labels"])
         if parent is not None:
             network, build = transfer_from(parent, n_classes, config.image_size)

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from keel.core.config import DatasetConfig, TrainConfig
-from keel.core.errors import ConfigError
 from keel.data.augment import augment_batch
 from keel.data.batches import TensorBatches, TensorSplit, load_split, to_float
 from keel.data.neardup import GroupingFeatures, PixelFeatures
@@ -23,6 +22,7 @@ from keel.data.splits import plan_split
 from keel.data.tables import pixel_matrix
 from keel.data.versions import (DatasetVersion, IngestResult, StoredImages, VersionMeta, existing_version,
                                 store_version, version_id)
+from keel.modalities.base import unfit_model
 from keel.modalities.expectations import class_expectations, expectation
 from keel.models.networks import build_model
 from keel.models.transfer import ParentModel
@@ -71,9 +71,8 @@ class PixelTable:
     # -- build a model
     def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
         """The course network `config.model` for the stored image shape, from scratch."""
-        if parent is not None:
-            raise ConfigError(f"{parent.uri}: a registered model can start image-folder models only; "
-                              "pixel tables train cnn, mlp or cnn-wide from scratch")
+        if config.transfer:  # a backbone, or --backbone (the only way a parent comes)
+            raise unfit_model(config, meta)
         image = meta["image"]
         network = build_model(config.model, image["channels"], image["height"], image["width"], len(meta["labels"]))
         return network, {"architecture": config.model}

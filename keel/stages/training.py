@@ -13,7 +13,6 @@ from mlflow.entities import Metric
 from keel.core import settings
 from keel.core.config import AugmentConfig, TrainConfig
 from keel.core.contracts import ModelSpec, RunRef, TrainingSummary, VersionRef
-from keel.core.errors import KeelError
 from keel.core.plots import image_grid, learning_curves
 from keel.data.versions import DatasetVersion
 from keel.data.batches import to_float
@@ -55,11 +54,6 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
     dataset = stored(version)
     device = select_device(train_config.device)
     folder = Path(run.checkpoint_dir)
-    image_folder = dataset.meta["format"] == "image-folder"
-    if image_folder != train_config.transfer:
-        raise KeelError(f"model {train_config.model} does not fit dataset {dataset.name}: image folders train "
-                        f"vgg16, resnet18, mobilenet_v3_small or efficientnet_b0 (or --backbone models:/...); pixel "
-                        "tables train cnn, mlp or cnn-wide")
 
     def log_epoch(epoch: int, metrics: dict, _model) -> None:
         now = int(time.time() * 1000)
@@ -71,12 +65,12 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
         parent = ParentModel(train_config.backbone, classifier.model, classifier.config)
     result = train(dataset, train_config, device, folder / "last.pt", on_epoch_end=log_epoch, progress=progress,
                    parent=parent)
-    if image_folder:
+    if result.pretrained is not None:  # a transfer network
         client.set_tag(run.run_id, "keel.pretrained", result.pretrained)
         client.set_tag(run.run_id, "keel.phase_boundary_epoch", str(result.phase_boundary))
     planned_epochs = _log_training(client, run.run_id, result, log_epoch)
     model_path = folder / "model.pt"
-    spec = model_spec(dataset, train_config, result)
+    spec = model_spec(dataset, result)
     torch.save({"state_dict": result.model.state_dict(), "model_config": spec.model_dump()}, model_path)
     return TrainingSummary(
         model_path=str(model_path), epochs_run=result.epochs_run, best_epoch=result.best_epoch,
@@ -108,23 +102,20 @@ def _log_training(client, run_id: str, result: TrainResult, log_epoch) -> int:
     client.set_tag(run_id, "keel.device", result.device)
     client.set_tag(run_id, "keel.precision", result.precision)
     curves = learning_curves(result.history, settings.reports_dir() / "runs" / run_id / "learning_curves.png",
-                             phase_boundary=getattr(result, "phase_boundary", None))
+                             phase_boundary=result.phase_boundary)
     client.log_artifact(run_id, str(curves), artifact_path="training")
     return planned_epochs
 
 
-def model_spec(version: DatasetVersion, train_config: TrainConfig, result: TrainResult) -> ModelSpec:
+def model_spec(version: DatasetVersion, result: TrainResult) -> ModelSpec:
     """How to rebuild and feed the trained network (saved with it, logged with the registered model)."""
-    image_folder = version.meta["format"] == "image-folder"
-    image = version.meta["image"]
     return ModelSpec(
-        architecture="transfer" if image_folder else train_config.model,
-        **({"build": result.build, "input": "image", "pretrained": result.pretrained} if image_folder else {}),
-        image=image,
+        **result.record,  # what the modality built: architecture (and a transfer network's build, input, pretrained)
+        image=version.meta["image"],
         labels=version.meta["labels"],
         class_names=version.meta["class_names"],
         label_column=version.meta["label_column"],
-        pixel_columns=[] if image_folder else [  # the dataset's own names (its pixel_prefix), not pixel1..
+        pixel_columns=[  # the dataset's own names (its pixel_prefix), not pixel1..; none for photos
             c for c in version.meta["header"] if c not in (version.meta["label_column"], version.meta.get("group_column"))],
         inference_precision="auto",
         dataset=version.name,

@@ -61,7 +61,8 @@ def fit(train: TensorSplit, validation: TensorSplit, n_classes: int, config: Tra
     draw splits of their own): the same network, batches and loop."""
     device = train.images.device
     _, channels, height, width = train.images.shape
-    meta = {"image": {"channels": channels, "height": height, "width": width}, "labels": list(range(n_classes))}
+    meta = {"image": {"channels": channels, "height": height, "width": width}, "labels": list(range(n_classes)),
+            "dataset": "of the given tensors"}
     torch.manual_seed(config.seed)
     network, record = PIXEL_TABLE.build_model(config, meta)
     model, precision = _start(network, config, device)
