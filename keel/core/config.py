@@ -22,7 +22,9 @@ class SourceFile(_Strict):
     sha256: str | None = None
     labels_path: str | None = None
     labels_sha256: str | None = None
-    format: Literal["csv", "idx", "parquet"] | None = None  # default: the dataset's format
+    # default: the dataset's format; a text dataset's files by their suffix (.csv, .csv.gz,
+    # .parquet, .jsonl, .jsonl.gz)
+    format: Literal["csv", "idx", "parquet", "jsonl"] | None = None
 
 
 class ImageShape(_Strict):
@@ -95,24 +97,47 @@ class ImageFolderOptions(_Strict):
     min_side: int = Field(default=16, ge=1)
 
 
+class TextOptions(_Strict):
+    """How a text dataset's rows are checked and tokenized (format text)."""
+
+    # Longer texts are quarantined at ingest (a pasted log file is not a message); scoring
+    # truncates them to the model's max_length and flags them instead.
+    max_characters: int = Field(default=20_000, gt=0)
+    # The WordPiece vocabulary trained on the training split (never on evaluation rows) for
+    # models trained from scratch (bert-tiny); pretrained encoders keep their own.
+    vocab_size: int = Field(default=8000, ge=100, le=100_000)
+    lowercase: bool = True
+    # Near-duplicate groups: texts whose sets of word n-grams (1..ngram_words words, hashed)
+    # have a cosine similarity of at least evaluation_split.threshold are joined, through the
+    # same nearest-neighbour index as images (keel/data/textdups.py).
+    ngram_words: int = Field(default=3, ge=1, le=8)
+
+
 class DatasetConfig(_Strict):
     """A dataset described in YAML: where the files are and what the rows mean."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    format: Literal["csv", "idx", "parquet", "image-folder"]
+    format: Literal["csv", "idx", "parquet", "image-folder", "text"]
     train: list[SourceFile] = Field(default_factory=list)
     test: list[SourceFile] = Field(default_factory=list)
     # For format image-folder: where the photos are. `image` is then the stored size (each
     # photo's shorter side is resized to it and the centre cropped).
     image_folder: ImageFolderOptions | None = None
-    image: ImageShape
+    # Pixel tables and image folders: the image shape (image folders: the stored size). Text: none.
+    image: ImageShape | None = None
     label_column: str = "label"
+    # Text datasets: the column of the texts, and an optional column of stable row ids.
+    text_column: str = "text"
+    id_column: str | None = None
+    text: TextOptions = Field(default_factory=TextOptions)
     pixel_prefix: str = "pixel"
     # A column whose values group rows that must stay on one side of the split (the signer,
     # the patient, the session). Used instead of near-duplicate groups when set.
     group_column: str | None = None
     # Raw label value -> class name. A list means labels 0..N-1 in order. Image folders:
     # inferred from the class folders' names (sorted) when the folder is read, unless given.
+    # Text: a file's label values are class names (or their raw values); without `classes`,
+    # the training files' distinct labels (sorted) are the classes, read at ingest.
     classes: dict[int, str] = Field(default_factory=dict)
     evaluation_split: EvaluationSplit = Field(default_factory=EvaluationSplit)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
@@ -143,6 +168,10 @@ class DatasetConfig(_Strict):
                 raise ValueError("image_folder: format image-folder needs image_folder: {root: PATH}")
         elif not self.train:
             raise ValueError("train: list at least one source file")
+        if self.image is None and self.format != "text":
+            raise ValueError(f"image: format {self.format} needs image: {{height: H, width: W, channels: C}}")
+        if self.format == "text" and self.text_column in (self.label_column, self.group_column, self.id_column):
+            raise ValueError("text_column: must differ from the label, group and id columns")
         if self.evaluation_split.by == "column" and not self.group_column:
             raise ValueError("evaluation_split.by: 'column' needs group_column (the column whose values are the groups)")
         if self.group_column and self.format in ("image-folder", "idx"):
@@ -152,7 +181,7 @@ class DatasetConfig(_Strict):
             raise ValueError("group_column: must not be the label column")
         # An image folder without `classes` learns them from its class folders when it is read
         # (keel.data.imagefolder.with_classes): loading a config touches no other file.
-        if len(self.classes) < 2 and (self.classes or self.format != "image-folder"):
+        if len(self.classes) < 2 and (self.classes or self.format not in ("image-folder", "text")):
             raise ValueError("classes: a classifier needs at least two classes")
         if len(set(self.classes.values())) != len(self.classes):
             raise ValueError("classes: class names must be unique")
@@ -243,9 +272,12 @@ class AugmentConfig(_Strict):
         return self
 
 
-# The course's networks for pixel tables, and the torchvision backbones for image folders.
+# The course's networks for pixel tables, the torchvision backbones for image folders, and the
+# BERT-family encoders for text (minilm: the pretrained all-MiniLM-L6-v2; bert-tiny: a small
+# BERT trained from scratch).
 PIXEL_MODELS = ("cnn", "mlp", "cnn-wide")
 BACKBONES = ("vgg16", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+TEXT_MODELS = ("minilm", "bert-tiny")
 
 
 class TrainConfig(_Strict):
@@ -254,8 +286,9 @@ class TrainConfig(_Strict):
     # cnn, mlp, cnn-wide: the course's networks for pixel tables. vgg16, resnet18,
     # mobilenet_v3_small, efficientnet_b0: torchvision backbones with a new head, trained in two
     # phases on image folders (keel/training/transfer.py).
-    model: Literal[PIXEL_MODELS + BACKBONES] = Field(
-        default="cnn", description="architecture: cnn, mlp or cnn-wide for pixel tables; a torchvision backbone for image folders")
+    model: Literal[PIXEL_MODELS + BACKBONES + TEXT_MODELS] = Field(
+        default="cnn", description="architecture: cnn, mlp or cnn-wide for pixel tables; a torchvision backbone for image "
+        "folders; minilm or bert-tiny for text")
     # Pixel tables: the upper bound; the time budget plans how many of them fit.
     epochs: int = Field(default=40, ge=1, description="at most this many epochs; the time budget may plan fewer "
                         "(image folders: phase 2 epochs, no budget)")
@@ -295,6 +328,8 @@ class TrainConfig(_Strict):
                                               "learning rate x this (default 0.1; 1 without pretrained weights)")
     unfreeze: Literal["all", "last"] = Field(default="all", description="image folders: what phase 2 trains")
     workers: int = Field(default=1, ge=0, description="image folders: DataLoader worker processes that augment the photos")
+    # Text. Longer texts are truncated to this many tokens (training, evaluation and scoring).
+    max_length: int = Field(default=128, ge=8, le=512, description="text: tokens per text (longer ones are truncated)")
 
     @property
     def transfer(self) -> bool:

@@ -84,8 +84,9 @@ class RegisteredVersion(Contract):
     tags: dict[str, str] = {}
 
 
-# Keys a model config holds only for image-folder (transfer) models: absent, not null, otherwise.
-_IMAGE_ONLY = ("build", "input", "pretrained")
+# Keys a model config holds only for some models (image-folder transfer models, text models):
+# absent, not null, otherwise.
+_OPTIONAL = ("build", "input", "pretrained", "tokenizer", "image", "text_column", "max_length")
 
 
 class ModelSpec(BaseModel):
@@ -97,9 +98,14 @@ class ModelSpec(BaseModel):
 
     architecture: str
     build: dict[str, Any] | None = None  # network builder arguments of a transfer model
-    input: Literal["image"] | None = None  # "image": scores photo files, not pixel rows
+    input: Literal["image", "text"] | None = None  # "image": scores photo files; "text": texts; else pixel rows
     pretrained: str | None = None  # the weights a transfer model started from
-    image: ImageShape
+    image: ImageShape | None = None  # none for text models
+    # Text models: the tokenizer file saved beside the weights (its name), the column of the
+    # texts a scoring input holds, and the tokens per text (longer texts are truncated).
+    tokenizer: str | None = None
+    text_column: str | None = None
+    max_length: int | None = None
     labels: list[int]
     class_names: list[str]
     label_column: str
@@ -114,8 +120,8 @@ class ModelSpec(BaseModel):
 
     @model_serializer(mode="wrap")
     def _drop_image_only_nulls(self, handler) -> dict[str, Any]:
-        # The on-disk format: pixel models' configs carry no build/input/pretrained keys.
-        return {k: v for k, v in handler(self).items() if not (k in _IMAGE_ONLY and v is None)}
+        # The on-disk format: pixel models' configs carry no build/input/pretrained/tokenizer keys.
+        return {k: v for k, v in handler(self).items() if not (k in _OPTIONAL and v is None)}
 
 
 class Verdict(Contract):

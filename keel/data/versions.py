@@ -45,13 +45,13 @@ class VersionMeta(BaseModel):
     version: str
     ingest_format: int
     created: str
-    format: str  # the dataset config's format: csv, idx, parquet or image-folder
+    format: str  # the dataset config's format: csv, idx, parquet, image-folder or text
     sources: list[dict]  # split, path (credentials removed) and sha256 of every source
     header: list[str] = []
     non_integer_columns: dict[str, str] = {}  # pixel columns that do not read as integers: their kind
     headers_differ: list[str] = []  # source files whose header differs from the first one's
     rows: int
-    image: dict  # the stored shape: height, width, channels
+    image: dict | None  # the stored shape: height, width, channels (None for text)
     label_column: str
     labels: list[int]  # raw label values in class-index order
     class_names: list[str]
@@ -81,7 +81,7 @@ class VersionMeta(BaseModel):
         from the config, plus its own `fields` (the split as drawn replaces the configured rule)."""
         common = {"dataset": config.name, "version": version, "ingest_format": INGEST_FORMAT,
                   "created": dt.datetime.now(dt.timezone.utc).isoformat(), "format": config.format,
-                  "image": config.image.model_dump(), "label_column": config.label_column, "labels": config.labels,
+                  "image": config.image.model_dump() if config.image else None, "label_column": config.label_column, "labels": config.labels,
                   "class_names": config.class_names, "evaluation_split": config.evaluation_split.model_dump()}
         return cls(**{**common, **fields})
 
@@ -92,7 +92,7 @@ def version_id(config: DatasetConfig, **content) -> str:
     key = {
         "ingest_format": INGEST_FORMAT,
         "format": config.format,
-        "image": config.image.model_dump(),
+        "image": config.image.model_dump() if config.image else None,
         "evaluation_split": config.evaluation_split.model_dump(),
         "grouping_format": GROUPING_FORMAT,
         **content,

@@ -16,16 +16,18 @@ from keel.data.versions import DatasetVersion, IngestResult
 from keel.modalities.base import Modality
 from keel.modalities.images import IMAGE_FOLDER
 from keel.modalities.pixels import PIXEL_TABLE
+from keel.modalities.text import TEXT
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (PIXEL_TABLE, IMAGE_FOLDER)}
+MODALITIES: dict[str, Modality] = {m.name: m for m in (PIXEL_TABLE, IMAGE_FOLDER, TEXT)}
 # A dataset config's `format` (recorded in each version's meta.json) -> the modality that reads it.
 FORMATS: dict[str, Modality] = {"csv": PIXEL_TABLE, "idx": PIXEL_TABLE, "parquet": PIXEL_TABLE,
-                                "image-folder": IMAGE_FOLDER}
+                                "image-folder": IMAGE_FOLDER, "text": TEXT}
 
 
 def modality_for(kind_or_config: DatasetConfig | DatasetVersion | dict | str) -> Modality:
     """The modality of a dataset config, a stored version, a version's meta (its `format`),
-    a model config as logged with a model (`input: image` for photos; pixel rows otherwise),
+    a model config as logged with a model (`input: image` for photos, `input: text` for texts;
+    pixel rows otherwise),
     or named by its name ("pixel-table", "image-folder") or a dataset format ("csv", ...)."""
     kind = kind_or_config
     if isinstance(kind, DatasetConfig):
@@ -33,7 +35,7 @@ def modality_for(kind_or_config: DatasetConfig | DatasetVersion | dict | str) ->
     elif isinstance(kind, DatasetVersion):
         kind = kind.meta["format"]
     elif isinstance(kind, dict):
-        kind = kind["format"] if "format" in kind else ("image-folder" if kind.get("input") == "image" else "pixel-table")
+        kind = kind["format"] if "format" in kind else {"image": "image-folder", "text": "text"}.get(kind.get("input"), "pixel-table")
     modality = MODALITIES.get(kind) or FORMATS.get(kind)
     if modality is None:
         raise ValueError(f"no modality reads {kind!r}; known: {', '.join([*MODALITIES, *FORMATS])}")

@@ -19,7 +19,7 @@ SIGN_MNIST = "conf/datasets/sign-mnist.yaml"
 VALUES = {"model": "mlp", "epochs": 3, "time_budget": 30.0, "batch_size": 16, "learning_rate": 0.01,
           "weight_decay": 0.001, "label_smoothing": 0.1, "validation_fraction": 0.2, "patience": 2, "seed": 7,
           "device": "cpu", "precision": "fp32", "backbone": "models:/keel-fruits@champion", "weights": "none",
-          "image_size": 64, "head_epochs": 1, "fine_tune_lr_factor": 0.5, "unfreeze": "last", "workers": 0,
+          "image_size": 64, "head_epochs": 1, "fine_tune_lr_factor": 0.5, "unfreeze": "last", "workers": 0, "max_length": 64,
           "floor": 0.5, "min_improvement": 0.01, "confidence": 0.9, "max_recall_drop": 0.05}
 
 
