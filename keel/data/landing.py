@@ -15,8 +15,9 @@ from keel.core.atomic import atomic_path
 from keel.core.io import read_bytes, sha256_hex
 from keel.core.listing import list_files
 
-# What `keel validate` reads: CSV (gzip or not), parquet, IDX (gzip or not).
-LANDED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", "-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
+# What `keel validate` reads: CSV (gzip or not), parquet, IDX (gzip or not); texts also JSONL.
+LANDED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", "-ubyte", "-ubyte.gz", ".idx", ".idx.gz",
+                   ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 # Names that say a file is still being written.
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
 

@@ -8,7 +8,9 @@ A version folder (`<versions>/<dataset>/<id>/`) holds:
 - ``images.npy`` (uint8, N x H x W x C), ``labels.npy`` (raw label values), ``groups.npy``
   and ``{train,evaluation,test}_idx.npy``, written only when every row can be an image, so
   training can never read a malformed table;
-- image folders also ``quarantine.csv`` (the files set aside, with their reasons).
+- image folders also ``quarantine.csv`` (the files set aside, with their reasons);
+- text versions no images.npy but ``texts.parquet`` (the stored texts and ids),
+  ``quarantine.csv`` and ``tokenizer.json`` (a WordPiece vocabulary of the training rows).
 Every modality stores its versions through `store_version`, and nothing else writes them.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -74,6 +77,12 @@ class VersionMeta(BaseModel):
     converted: int | None = None
     hidden_skipped: int | None = None
     hidden_files: list[str] | None = None
+    # Text: the dataset's text column, the tokenizer file in the version folder, its vocabulary
+    # size, and quantiles of the training rows' token counts ("p0".."p100").
+    text_column: str | None = None
+    tokenizer: str | None = None
+    vocab_size: int | None = None
+    token_lengths: dict | None = None
 
     @classmethod
     def describe(cls, config: DatasetConfig, version: str, **fields) -> VersionMeta:
@@ -137,9 +146,20 @@ class DatasetVersion:
         return pd.read_parquet(self.path / "profile.parquet")
 
     def images(self) -> np.ndarray:
+        if self.meta["format"] == "text":
+            raise DatasetError(f"dataset version {self.id} holds texts, not images; read them with texts()")
         if not self.images_stored:
             raise DatasetError(f"dataset version {self.id} has no images: {self.meta['images_missing_reason']}")
         return np.load(self.path / "images.npy", mmap_mode="r")
+
+    def texts(self) -> list[str]:
+        """A text version's stored texts, in stored order (the order of labels and indices)."""
+        return pd.read_parquet(self.path / "texts.parquet", columns=["text"])["text"].tolist()
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """A text version's WordPiece tokenizer (trained on its training rows only)."""
+        return self.path / (self.meta.get("tokenizer") or "tokenizer.json")
 
     def labels(self) -> np.ndarray:
         return np.load(self.path / "labels.npy")
@@ -185,24 +205,31 @@ def existing_version(root: Path, config: DatasetConfig, vid: str) -> tuple[Path,
 @dataclass
 class StoredImages:
     """What a version stores when its rows can be images: uint8 N x H x W x C images, raw
-    label values, and the split drawn on them."""
+    label values, and the split drawn on them. Text versions store no images (None): their
+    texts come as a file of `store_version`."""
 
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray
     plan: SplitPlan
 
 
 def store_version(target: Path, meta: VersionMeta, profile: pd.DataFrame, stored: StoredImages | None = None,
-                  csv_files: dict[str, pd.DataFrame] | None = None) -> IngestResult:
+                  csv_files: dict[str, pd.DataFrame] | None = None,
+                  files: dict[str, Callable[[Path], None]] | None = None) -> IngestResult:
     """Writes a version folder at `target` atomically: the profile, `csv_files` (name -> frame),
-    the images, labels, groups and split indices when `stored`, and meta.json. The one writer
-    of a version; if another process stored the same version meanwhile, its copy wins."""
+    `files` (name -> a function that writes that file at the path it is given, e.g. a text
+    version's texts.parquet and tokenizer.json), the images, labels, groups and split indices
+    when `stored`, and meta.json. The one writer of a version; if another process stored the
+    same version meanwhile, its copy wins."""
     with atomic_dir(target) as tmp:
         profile.to_parquet(tmp / "profile.parquet", index=False)
         for name, frame in (csv_files or {}).items():
             frame.to_csv(tmp / name, index=False)
+        for name, write in (files or {}).items():
+            write(tmp / name)
         if stored is not None:
-            np.save(tmp / "images.npy", stored.images)
+            if stored.images is not None:
+                np.save(tmp / "images.npy", stored.images)
             np.save(tmp / "labels.npy", stored.labels)
             np.save(tmp / "groups.npy", stored.plan.groups)
             for part in PARTS:
