@@ -20,6 +20,10 @@ def evaluate_model(run: RunRef, version: IngestedVersion, trained: TrainingSumma
         create_table_artifact(key=f"{part}-per-class", table=values["per_class"],
                               description=f"{part} split per-class precision and recall")
         for figure, words in (("confusion_matrix", "confusion matrix"), ("worst_classified", "worst-classified images")):
-            create_image_artifact(image_url=artifact_url(run.run_id, values[f"{figure}_png"], "evaluation"),
-                                  key=f"{part}-{figure.replace('_', '-')}", description=f"{part} split: {words}")
+            if f"{figure}_png" in values:  # texts: the worst-classified ones come as a table
+                create_image_artifact(image_url=artifact_url(run.run_id, values[f"{figure}_png"], "evaluation"),
+                                      key=f"{part}-{figure.replace('_', '-')}", description=f"{part} split: {words}")
+        if "worst_classified_markdown" in values:
+            create_markdown_artifact(key=f"{part}-worst-classified", markdown=values["worst_classified_markdown"],
+                                     description=f"{part} split: worst-classified texts (lowest probability of the true class)")
     return metrics

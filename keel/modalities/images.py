@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from keel.core.config import DatasetConfig, TrainConfig
+from keel.core.config import TEXT_MODELS, DatasetConfig, TrainConfig
 from keel.core.io import read_bytes
 from keel.data.batches import TensorBatches, load_split, to_float
 from keel.data.photos import PhotoBatches, photo_transform
@@ -24,6 +24,7 @@ from keel.data.versions import IngestResult, StoredImages, VersionMeta, existing
 from keel.modalities.base import unfit_model
 from keel.modalities.expectations import class_expectations, expectation
 from keel.modalities.prepared import Prepared, prepared, refused
+from keel.modalities.worst import image_grid
 
 
 class ImageFolder:
@@ -84,7 +85,7 @@ class ImageFolder:
     def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
         """A torchvision backbone `config.model` (with `config.weights`, or the torchvision
         cache's, when there are any), or `parent`'s trained features, with a new head."""
-        if not config.transfer:
+        if not config.transfer or config.model in TEXT_MODELS:
             raise unfit_model(config, meta)
         n_classes = len(meta["labels"])
         if parent is not None:
@@ -93,7 +94,8 @@ class ImageFolder:
         else:
             network, pretrained = build_transfer(config.model, n_classes, config.image_size, config.weights)
             build = {"backbone": config.model, "image_size": config.image_size}
-        return network, {"architecture": "transfer", "build": build, "input": "image", "pretrained": pretrained}
+        return network, {"architecture": "transfer", "build": build, "input": "image", "pretrained": pretrained,
+                         "image": meta["image"]}
 
     # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
@@ -115,6 +117,23 @@ class ImageFolder:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             return to_float(torch.stack([transform(image) for image in images]))
+
+    # -- evaluate
+    def examples(self, version: DatasetVersion, indices: np.ndarray) -> pd.DataFrame:
+        """Stored rows `indices` as their photo files (a `path` column), as a scoring input lists them."""
+        profile = version.profile()
+        stored_rows = profile[profile["status"] == "ok"].reset_index(drop=True)
+        root = version.meta["sources"][0]["path"]
+        return pd.DataFrame({"path": [f"{root.rstrip('/')}/{stored_rows['file'][int(r)]}" for r in indices]})
+
+    def model_inputs(self, version: DatasetVersion, indices: np.ndarray, model_config: dict) -> torch.Tensor:
+        """Stored rows `indices` (sorted) as uint8 photos N x C x H x W on the CPU, as stored."""
+        return load_split(version, indices, torch.device("cpu")).images
+
+    def worst_classified(self, version: DatasetVersion, indices: np.ndarray, probabilities: np.ndarray,
+                         class_names: list[str], path: Path) -> list[Path]:
+        """A PNG grid of the worst-classified photos (keel.modalities.worst)."""
+        return image_grid(version, indices, probabilities, class_names, path)
 
     # -- preprocess for serving
     def preprocess(self, rows: pd.DataFrame, model_config: dict) -> Prepared:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from keel.core.config import DatasetConfig, TrainConfig
+from keel.core.config import TEXT_MODELS, DatasetConfig, TrainConfig
 from keel.data.augment import augment_batch
 from keel.data.batches import TensorBatches, TensorSplit, load_split, to_float
 from keel.data.neardup import GroupingFeatures, PixelFeatures
@@ -24,6 +24,7 @@ from keel.data.versions import (DatasetVersion, IngestResult, StoredImages, Vers
                                 store_version, version_id)
 from keel.modalities.base import unfit_model
 from keel.modalities.expectations import class_expectations, expectation
+from keel.modalities.worst import image_grid
 from keel.models.networks import build_model
 from keel.models.transfer import ParentModel
 from keel.modalities.prepared import Prepared, prepared, refused
@@ -70,12 +71,13 @@ class PixelTable:
 
     # -- build a model
     def build_model(self, config: TrainConfig, meta: dict, parent: ParentModel | None = None) -> tuple[nn.Module, dict]:
-        """The course network `config.model` for the stored image shape, from scratch."""
-        if config.transfer:  # a backbone, or --backbone (the only way a parent comes)
+        """The course network `config.model` for the stored image shape, from scratch; the
+        record names the image shape and the pixel columns a scoring input holds."""
+        if config.transfer or config.model in TEXT_MODELS:  # a backbone, or --backbone (the only way a parent comes)
             raise unfit_model(config, meta)
         image = meta["image"]
         network = build_model(config.model, image["channels"], image["height"], image["width"], len(meta["labels"]))
-        return network, {"architecture": config.model}
+        return network, {"architecture": config.model, "image": image, "pixel_columns": pixel_columns(meta)}
 
     # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
@@ -98,6 +100,21 @@ class PixelTable:
         """uint8 images N x C x H x W as float, augmented in one batch (keel.data.augment)."""
         return augment_batch(to_float(images), config.augment, generator)
 
+    # -- evaluate
+    def examples(self, version: DatasetVersion, indices: np.ndarray) -> pd.DataFrame:
+        """Stored rows `indices` as pixel rows under the dataset's own pixel column names."""
+        pixels = np.asarray(version.images()[np.asarray(indices)]).reshape(len(indices), -1)
+        return pd.DataFrame(pixels.astype(np.int64), columns=pixel_columns(version.meta))
+
+    def model_inputs(self, version: DatasetVersion, indices: np.ndarray, model_config: dict) -> torch.Tensor:
+        """Stored rows `indices` (sorted) as uint8 images N x C x H x W on the CPU."""
+        return load_split(version, indices, torch.device("cpu")).images
+
+    def worst_classified(self, version: DatasetVersion, indices: np.ndarray, probabilities: np.ndarray,
+                         class_names: list[str], path: Path) -> list[Path]:
+        """A PNG grid of the worst-classified images (keel.modalities.worst)."""
+        return image_grid(version, indices, probabilities, class_names, path)
+
     # -- preprocess for serving
     def preprocess(self, rows: pa.Table | pd.DataFrame, model_config: dict) -> Prepared:
         """Pixel rows (the model's `pixel_columns`, 0-255) as uint8 images. A row with an empty,
@@ -115,6 +132,11 @@ class PixelTable:
         pixels = (matrix if good.all() else matrix[good]).astype(np.uint8)
         pixels = pixels.reshape(-1, image["height"], image["width"], image["channels"])
         return prepared(pixels, good, problems)
+
+
+def pixel_columns(meta: dict) -> list[str]:
+    """A pixel table's pixel columns: the dataset's own names (its pixel_prefix), not pixel1.."""
+    return [c for c in meta.get("header", []) if c not in (meta.get("label_column"), meta.get("group_column"))]
 
 
 def _pixel_table(frame: pd.DataFrame, columns: list[str]) -> pa.Table:

@@ -1,5 +1,6 @@
 """What preprocessing a scoring input gives (`Modality.preprocess`): the model's input for the
-rows that can be scored, and one problem per reason for each row that cannot."""
+rows that can be scored (uint8 images or int64 token ids), and one problem per reason for each
+row that cannot."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ PROBLEM_COLUMNS = ["position", "column", "value", "reason"]
 class Prepared:
     """A scoring input made ready for a model; a bad row is refused here, never raised."""
 
-    images: torch.Tensor  # uint8 N x C x H x W: the rows that can be scored, in input order
-    good: np.ndarray  # one bool per input row: whether it is among `images`
+    inputs: torch.Tensor  # the rows that can be scored, in input order: uint8 N x C x H x W or int64 token ids N x L
+    good: np.ndarray  # one bool per input row: whether it is among `inputs`
     problems: pd.DataFrame  # PROBLEM_COLUMNS: position (0-based) of a refused row, column, value, reason
     notes: list[str] | None = None  # per scored row, what reading changed (a photo's EXIF turn...); None: nothing can
 

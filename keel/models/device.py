@@ -54,16 +54,44 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Token ids per scoring batch: a batch of long texts holds fewer rows (attention grows with length).
+TOKENS_PER_BATCH = 32768
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str,
+def predict_logits(model: nn.Module, inputs: torch.Tensor, device: torch.device, precision: str,
                    batch_size: int = 1024) -> torch.Tensor:
-    """Float32 logits for uint8 images N x C x H x W, computed in batches without gradients."""
+    """Float32 logits, in input order, computed in batches without gradients: of uint8 images
+    N x C x H x W (as float in [0, 1]), or of int64 token ids N x L padded on the right
+    (scored in length order, each batch cut to its longest text by the model)."""
     model.eval()
+    if inputs.dtype == torch.uint8:
+        batches = (slice(start, start + batch_size) for start in range(0, len(inputs), batch_size))
+        return _scored(model, inputs, batches, device, precision, to_float)
+    lengths = (inputs != getattr(model, "pad_id", 0)).sum(1).cpu()
+    order = torch.argsort(lengths, stable=True)
+    logits = _scored(model, inputs, _length_batches(lengths[order], order, batch_size), device, precision, None)
+    out = torch.empty_like(logits)
+    out[order.to(logits.device)] = logits
+    return out
+
+
+def _length_batches(sorted_lengths: torch.Tensor, order: torch.Tensor, batch_size: int):
+    """Row indices of batches in length order, each of at most TOKENS_PER_BATCH tokens (padded)."""
+    start = 0
+    while start < len(order):
+        end = min(len(order), start + batch_size)
+        end = min(end, start + max(1, TOKENS_PER_BATCH // max(1, int(sorted_lengths[end - 1]))))
+        yield order[start:end]
+        start = end
+
+
+def _scored(model: nn.Module, inputs: torch.Tensor, batches, device: torch.device, precision: str, prepare) -> torch.Tensor:
     out = []
-    for start in range(0, len(images), batch_size):
-        batch = to_float(images[start:start + batch_size].to(device, non_blocking=True))
+    for rows in batches:
+        batch = inputs[rows].to(device, non_blocking=True)
         with autocast(device, precision):
-            out.append(model(batch).float())
+            out.append(model(prepare(batch) if prepare else batch).float())
     return torch.cat(out) if out else torch.empty(0)
 
 

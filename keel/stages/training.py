@@ -1,8 +1,10 @@
 """The training stage: train (resuming from the run's checkpoint), log the epochs and curves,
-save the model with its spec; and the augmentation preview that goes with it."""
+save the model with its spec (and a text model's tokenizer beside it); and the augmentation
+preview that goes with it."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 from mlflow.entities import Metric
 
 from keel.core import settings
+from keel.core.atomic import atomic_path
 from keel.core.config import AugmentConfig, TrainConfig
 from keel.core.contracts import ModelSpec, RunRef, TrainingSummary, VersionRef
 from keel.core.plots import image_grid, learning_curves
@@ -19,18 +22,23 @@ from keel.data.batches import to_float
 from keel.modalities import modality_for
 from keel.models.device import select_device, set_threads
 from keel.models.networks import build_model, inference_model
-from keel.models.transfer import ParentModel
-from keel.serving.pyfunc import load_verified_model
+from keel.models.text import build_text_model
+from keel.serving.masked_lm import load_backbone
 from keel.stages.ingest import stored
 from keel.tracking import client as tracking
 from keel.training.loop import TrainResult
 from keel.training.train import train
 
+TOKENIZER_FILE = "tokenizer.json"  # a text model's tokenizer, beside its model.pt
+
 
 def augmentation_preview_stage(run: RunRef, version: VersionRef, augment: AugmentConfig, seed: int = 0,
                                count: int = 32) -> str:
-    """A PNG grid of augmented training images, logged to the run; returns its path."""
+    """A PNG grid of augmented training images, logged to the run; returns its path ("" for
+    texts, which are not augmented)."""
     dataset = stored(version)
+    if dataset.meta.get("image") is None:
+        return ""
     rows = np.sort(dataset.indices("train")[:count // 2])
     raw = torch.from_numpy(np.asarray(dataset.images()[rows])).permute(0, 3, 1, 2).contiguous()
     images = to_float(raw)
@@ -60,9 +68,8 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
         client.log_batch(run.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
 
     parent = None
-    if train_config.backbone:  # a registered model's features start this one
-        classifier = load_verified_model(train_config.backbone)
-        parent = ParentModel(train_config.backbone, classifier.model, classifier.config)
+    if train_config.backbone:  # a registered model's features (an image model's, a text model's encoder) start this one
+        parent = load_backbone(train_config.backbone)
     result = train(dataset, train_config, device, folder / "last.pt", on_epoch_end=log_epoch, progress=progress,
                    parent=parent)
     if result.pretrained is not None:  # a transfer network
@@ -70,7 +77,13 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
         client.set_tag(run.run_id, "keel.phase_boundary_epoch", str(result.phase_boundary))
     planned_epochs = _log_training(client, run.run_id, result, log_epoch)
     model_path = folder / "model.pt"
-    spec = model_spec(dataset, result)
+    record = dict(result.record)
+    tokenizer = record.pop("tokenizer_source", None)
+    if tokenizer is not None:  # a text model reads with this file: it travels with the weights
+        with atomic_path(folder / TOKENIZER_FILE) as tmp:
+            shutil.copyfile(tokenizer, tmp)
+        record["tokenizer"] = TOKENIZER_FILE
+    spec = model_spec(dataset, record)
     torch.save({"state_dict": result.model.state_dict(), "model_config": spec.model_dump()}, model_path)
     return TrainingSummary(
         model_path=str(model_path), epochs_run=result.epochs_run, best_epoch=result.best_epoch,
@@ -107,16 +120,16 @@ def _log_training(client, run_id: str, result: TrainResult, log_epoch) -> int:
     return planned_epochs
 
 
-def model_spec(version: DatasetVersion, result: TrainResult) -> ModelSpec:
-    """How to rebuild and feed the trained network (saved with it, logged with the registered model)."""
+def model_spec(version: DatasetVersion, record: dict) -> ModelSpec:
+    """How to rebuild and feed the trained network (saved with it, logged with the registered
+    model): what the modality built (its record: architecture, and as the model needs them the
+    image shape, pixel columns, build, input, pretrained weights, tokenizer, text column and
+    length), the classes and where the data came from."""
     return ModelSpec(
-        **result.record,  # what the modality built: architecture (and a transfer network's build, input, pretrained)
-        image=version.meta["image"],
+        **record,
         labels=version.meta["labels"],
         class_names=version.meta["class_names"],
         label_column=version.meta["label_column"],
-        pixel_columns=[  # the dataset's own names (its pixel_prefix), not pixel1..; none for photos
-            c for c in version.meta["header"] if c not in (version.meta["label_column"], version.meta.get("group_column"))],
         inference_precision="auto",
         dataset=version.name,
         dataset_version=version.id,
@@ -127,9 +140,23 @@ def load_trained(model_path: str, for_inference: bool = False) -> tuple[torch.nn
     """The model and its spec saved by train_stage (as served, when `for_inference`)."""
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     spec = ModelSpec.model_validate(saved["model_config"])
-    image = spec.image
-    model = build_model(spec.architecture, image.channels, image.height, image.width, len(spec.labels), **(spec.build or {}))
+    if spec.input == "text":
+        model = build_text_model(spec.build, len(spec.labels))
+    else:
+        image = spec.image
+        model = build_model(spec.architecture, image.channels, image.height, image.width, len(spec.labels),
+                            **(spec.build or {}))
     model.load_state_dict(saved["state_dict"])
     if for_inference:
         model = inference_model(model)
     return model.to(memory_format=torch.channels_last).eval(), spec
+
+
+def scoring_config(model_path: str, spec: ModelSpec) -> dict:
+    """The model config a modality's `model_inputs` and `preprocess` take: the spec, and for a
+    text model the absolute path of its tokenizer (`tokenizer_file`: known at run time only,
+    never logged)."""
+    config = spec.model_dump()
+    if spec.tokenizer:
+        config["tokenizer_file"] = str(Path(model_path).parent / spec.tokenizer)
+    return config

@@ -1,6 +1,6 @@
 """Training a network on a dataset version: the modality builds the network and its batches,
-the recipe picks the phases (one for the course's networks, two for transfer learning), and
-the one loop (keel.training.loop) runs them."""
+the recipe picks the phases (one for a network trained from scratch, two for one that starts
+from trained features: transfer learning), and the one loop (keel.training.loop) runs them."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def single_phase(config: TrainConfig, batches: Callable[[], BatchSource]) -> Pha
                  label_smoothing=config.label_smoothing, budgeted=True)
 
 
+def starts_trained(config: TrainConfig, record: dict) -> bool:
+    """Whether the network starts from trained features and so trains in two phases (its head
+    on cached features, then fine-tuning): a backbone or --backbone, or pretrained weights."""
+    return config.transfer or record.get("pretrained") not in (None, "none")
+
+
 def _start(model: nn.Module, config: TrainConfig, device: torch.device) -> tuple[nn.Module, str]:
     return model.to(device).to(memory_format=torch.channels_last), select_precision(config.precision, device)
 
@@ -42,11 +48,11 @@ def train(version: DatasetVersion, config: TrainConfig, device: torch.device,
     `parent`: a registered model (loaded by the caller) whose features start a transfer model."""
     modality = modality_for(version)
     torch.manual_seed(config.seed)
-    network, record = modality.build_model(config, version.meta, parent)
+    network, record = modality.build_model(config, {**version.meta, "path": str(version.path)}, parent)
     model, precision = _start(network, config, device)
     fit_idx, val_idx = holdout_indices(version, config)
     validation = modality.batches(version, val_idx, config, device, train=False)
-    if config.transfer:
+    if starts_trained(config, record):
         phases, feature_cache = transfer_phases(model, record, modality, version, fit_idx, config, device, precision)
     else:
         phases, feature_cache = [single_phase(config, lambda: modality.batches(version, fit_idx, config, device, train=True))], ""

@@ -1,11 +1,11 @@
 """The transfer-learning recipe: two phases of the one training loop.
 
 Phase 1 freezes the backbone and trains the head on the backbone's features, computed once
-per (dataset version, backbone, weights, image size, rows) and cached, so it costs seconds.
-Phase 2 unfreezes the backbone (all of it, or its last blocks) and fine-tunes everything with
-a smaller learning rate on augmented photos (the modality's training batches). Without
-pretrained weights, phase 2 uses the full learning rate (a 10x smaller one would only slow
-training from scratch). Early stopping watches phase 2 only.
+per (dataset version, backbone, weights, image size or text length, rows) and cached, so it
+costs seconds. Phase 2 unfreezes the backbone (all of it, or its last blocks) and fine-tunes
+everything with a smaller learning rate on the modality's training batches (augmented photos,
+or texts). Without pretrained weights, phase 2 uses the full learning rate (a 10x smaller one
+would only slow training from scratch). Early stopping watches phase 2 only.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import torch
 from keel.core.config import TrainConfig
 from keel.data.batches import BatchSource, TensorBatches
 from keel.data.features import cached_features, feature_cache_path
-from keel.data.versions import DatasetVersion, class_indices
+from keel.data.versions import DatasetVersion
 from keel.modalities.base import Modality
 from keel.models.device import autocast
+from keel.models.text import TextClassifier
 from keel.models.transfer import TransferNet, freeze
 from keel.training.phases import Phase
 
@@ -26,14 +27,17 @@ LABEL_SMOOTHING = 0.1
 
 
 @torch.no_grad()
-def embed(model: TransferNet, source: BatchSource, device: torch.device, precision: str) -> torch.Tensor:
-    """The frozen backbone's features of every batch of `source`, in order, as float32."""
+def embed(model: TransferNet | TextClassifier, source: BatchSource, device: torch.device,
+          precision: str) -> dict[str, torch.Tensor]:
+    """The frozen backbone's features (float32) of every batch of `source` and the batches'
+    class indices, in the order the source yields them (texts: by length)."""
     model.eval()
-    out = []
-    for inputs, _ in source.epoch(None):
+    features, targets = [], []
+    for inputs, batch_targets in source.epoch(None):
         with autocast(device, precision):
-            out.append(model.embed(inputs).float())
-    return torch.cat(out)
+            features.append(model.embed(inputs).float())
+        targets.append(batch_targets)
+    return {"features": torch.cat(features), "targets": torch.cat(targets)}
 
 
 def _head(model: TransferNet, features: torch.Tensor) -> torch.Tensor:
@@ -45,13 +49,14 @@ def transfer_phases(model: TransferNet, record: dict, modality: Modality, versio
                     precision: str) -> tuple[list[Phase], str]:
     """The head phase and the fine-tuning phase of `model` on rows `fit_idx`, and the file the
     head phase's features are cached in."""
-    cache = feature_cache_path(version, record["build"] | {"pretrained": record["pretrained"]}, fit_idx)
+    # Texts: the features depend on the truncation length too.
+    key = record["build"] | {"pretrained": record["pretrained"]} | {k: record[k] for k in ("max_length",) if k in record}
+    cache = feature_cache_path(version, key, fit_idx)
 
     def head_batches() -> BatchSource:
-        features = cached_features(cache, lambda: embed(
+        cached = cached_features(cache, lambda: embed(
             model, modality.batches(version, fit_idx, config, device, train=False), device, precision), device)
-        targets = torch.from_numpy(class_indices(version.labels()[fit_idx], version.meta["labels"])).to(device)
-        return TensorBatches(features, targets, config.batch_size, device, lambda x, _: x, shuffle=True)
+        return TensorBatches(cached["features"], cached["targets"], config.batch_size, device, lambda x, _: x, shuffle=True)
 
     factor = config.fine_tune_lr_factor
     if factor is None:

@@ -25,14 +25,14 @@ def test_bad_pixels_are_refused_with_one_problem_per_reason_from_a_table_or_a_fr
         prepared = PIXEL_TABLE.preprocess(rows, CONFIG)
         assert list(prepared.problems.itertuples(index=False, name=None)) == expected
         assert prepared.good.tolist() == [True, False, False, False, False, True]
-        assert prepared.images.dtype == torch.uint8 and prepared.images.shape == (2, 1, 2, 2)
-        assert prepared.images.flatten().tolist() == [0, 1, 2, 3, 255, 254, 253, 252]
+        assert prepared.inputs.dtype == torch.uint8 and prepared.inputs.shape == (2, 1, 2, 2)
+        assert prepared.inputs.flatten().tolist() == [0, 1, 2, 3, 255, 254, 253, 252]
     assert PIXEL_TABLE.preprocess(frame, CONFIG).first_problem() == "row 1 column px1: empty pixel"  # what the pyfunc raises
 
 
 def test_missing_columns_refuse_every_row():
     prepared = PIXEL_TABLE.preprocess(pd.DataFrame({"px1": [1, 2], "label": [0, 1]}), CONFIG)
-    assert not prepared.good.any() and len(prepared.images) == 0
+    assert not prepared.good.any() and len(prepared.inputs) == 0
     assert set(prepared.problems["reason"]) == {"missing column(s) px2, px3, px4"}
     assert prepared.problems["position"].tolist() == [0, 1]
 
@@ -44,8 +44,8 @@ def test_photos_decode_and_a_broken_one_is_refused(tmp_path):
     (tmp_path / "b.jpg").write_bytes(b"not a photo")
     config = {"image": {"height": 4, "width": 4, "channels": 3}}
     prepared = IMAGE_FOLDER.preprocess(pd.DataFrame({"path": [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]}), config)
-    assert prepared.good.tolist() == [True, False] and prepared.images.shape == (1, 3, 4, 4)
-    assert prepared.images[0, :, 0, 0].tolist() == [200, 10, 10]
+    assert prepared.good.tolist() == [True, False] and prepared.inputs.shape == (1, 3, 4, 4)
+    assert prepared.inputs[0, :, 0, 0].tolist() == [200, 10, 10]
     assert prepared.problems["reason"].tolist() == ["not a decodable image (unknown or corrupt format)"]
     assert prepared.notes == [""]  # nothing changed in decoding
     refused = IMAGE_FOLDER.preprocess(pd.DataFrame({"file": ["a.png"]}), config)
