@@ -22,11 +22,13 @@ def batch_predict_flow(
     force: bool = False,
     id_column: str = "id",
 ) -> dict:
-    """Scores a file, or every CSV/parquet file in a folder, with one registered model version.
+    """Scores a file, or every CSV/parquet file in a folder (a text model: JSONL too), with one
+    registered model version.
 
     Args:
         model: NAME (= NAME@champion), NAME@alias or NAME/version in the MLflow registry.
-        input_path: A CSV (gzip or not) or parquet file, or a folder of them; a path or fsspec URL.
+        input_path: A CSV (gzip or not) or parquet file (a text model: or JSONL), or a folder of
+            them; for an image model, photos; a path or fsspec URL.
         output: The predictions file (a path or fsspec URL); {date} becomes the UTC date of the run.
         format: Output format of the predictions and errors files; an output whose name ends in
             a known extension of another format (.parquet/.pq, .csv, .jsonl/.json/.ndjson, each

@@ -1,14 +1,17 @@
-"""What a scoring job reads: the input files (pixel tables, or photos), each read once, and the
-tables of rows it scores, each row named as the outputs name it (id, row number, input file).
+"""What a scoring job reads: the input files (pixel tables, text files, or photos), each read
+once, and the tables of rows it scores, each row named as the outputs name it (id, row number,
+input file).
 
-A file of pixel rows is one table (rows numbered from 1, ids from the id column); a folder of
-photos is one table of every photo (numbered in path order, ids relative to the folder), the
-entries its listing refused (a link out of the folder...) reported with their reason.
+A file of pixel rows or texts is one table (rows numbered from 1, ids from the id column); a
+folder of photos is one table of every photo (numbered in path order, ids relative to the
+folder), the entries its listing refused (a link out of the folder...) reported with their reason.
+A text file (CSV, parquet or JSONL) is read as text datasets are (keel.data.text_table), so a
+text that is not a string or not UTF-8 reaches the model's preprocessing as it is, to be refused there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +22,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from keel.core.config import DatasetConfig
 from keel.core.errors import DatasetError
 from keel.core.io import decompress, exists, is_remote, read_bytes, sha256_hex
 from keel.core.listing import list_files, visible_files
 from keel.data.tables import check_unique_columns, strip_bom
+from keel.data.text_table import read_text_file
 from keel.serving.outputs import ERROR_COLUMNS
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+TEXT_SUFFIXES = (*INPUT_SUFFIXES, ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")  # what a text model scores
 
 
 @dataclass
@@ -57,18 +63,23 @@ class ScoringTable:
     refused: pd.DataFrame  # error rows (ERROR_COLUMNS) for entries refused before reading
 
 
-def read_inputs(input_path: str | Path, photos: bool) -> Inputs:
-    """The files a job scores, read: photo files for an image model, else pixel tables."""
-    files, refused = image_files(input_path) if photos else (input_files(input_path), {})
+def read_inputs(input_path: str | Path, kind: str) -> Inputs:
+    """The files a job scores, read: photo files for an image model (`kind` "photos"), text
+    files for a text model ("texts"), else pixel tables ("pixels")."""
+    if kind == "photos":
+        files, refused = image_files(input_path)
+    else:
+        files, refused = input_files(input_path, TEXT_SUFFIXES if kind == "texts" else INPUT_SUFFIXES), {}
     return Inputs([str(path) for path in files], [read_bytes(str(path)) for path in files], refused)
 
 
-def input_files(path: str | Path) -> list[str]:
-    """The files to score: `path` itself, or every CSV/parquet file in the folder `path`
-    (local paths or fsspec URLs)."""
-    files = list_files(path, INPUT_SUFFIXES)
+def input_files(path: str | Path, suffixes: tuple[str, ...] = INPUT_SUFFIXES) -> list[str]:
+    """The files to score: `path` itself, or every file in the folder `path` whose name ends in
+    one of `suffixes` (local paths or fsspec URLs)."""
+    files = list_files(path, suffixes)
     if files == []:
-        raise DatasetError(f"{path}: the folder holds no .csv, .csv.gz or .parquet files to score")
+        shown = ", ".join(s for s in suffixes if s != ".pq")
+        raise DatasetError(f"{path}: the folder holds no {shown} files to score")
     if files is None:
         if not exists(path):
             raise DatasetError(f"{path}: no such file or folder")
@@ -108,11 +119,18 @@ def read_table(path: str, data: bytes) -> pa.Table:
     return table
 
 
-def scoring_tables(inputs: Inputs, input_path: str | Path, photos: bool, id_column: str) -> Iterator[ScoringTable]:
-    """The tables a job scores, each parsed when it is reached: one per file of pixel rows, or
-    one of every photo."""
-    if photos:
+def scoring_tables(inputs: Inputs, input_path: str | Path, kind: str, id_column: str,
+                   model_config: Callable[[], dict] | None = None) -> Iterator[ScoringTable]:
+    """The tables a job scores, each parsed when it is reached: one per file of pixel rows or
+    texts, or one of every photo. `model_config` gives the model's config (text files are read
+    by its text and label columns; asked for when the first text file is reached)."""
+    if kind == "photos":
         yield _photo_table(inputs, input_path)
+        return
+    if kind == "texts":
+        config = model_config()
+        for path, data, sha in zip(inputs.files, inputs.blobs, inputs.sha256):
+            yield text_table(path, data, sha, config, id_column)
         return
     for path, data, sha in zip(inputs.files, inputs.blobs, inputs.sha256):
         table = read_table(path, data)
@@ -121,6 +139,28 @@ def scoring_tables(inputs: Inputs, input_path: str | Path, photos: bool, id_colu
                else np.arange(1, n + 1))
         yield ScoringTable(table, ids, np.arange(1, n + 1), np.full(n, path, dtype=object),
                            np.full(n, sha, dtype=object), pd.DataFrame(columns=ERROR_COLUMNS))
+
+
+def text_table(path: str, data: bytes, sha: str, model_config: dict, id_column: str) -> ScoringTable:
+    """One text file (CSV, gzip or not; parquet; JSONL) as the text model's rows: its text column
+    and, when there, its label column (class names), numbered by record, ids from `id_column`."""
+    text, label = model_config.get("text_column") or "text", model_config.get("label_column", "label")
+    config = DatasetConfig(name="scoring", format="text", train=[{"path": path}], text_column=text, label_column=label,
+                           id_column=None if id_column == text else id_column)
+    try:
+        read = read_text_file(path, config, data, require_labels=False)
+    except DatasetError as exc:
+        if f"no text column '{text}'" not in str(exc):
+            raise
+        # The reader's fix names a dataset config; a scoring job has none, the model fixes the column.
+        raise DatasetError(f"{str(exc).split(';')[0]}; the model reads its texts from column '{text}': rename the "
+                           "file's text column to that") from None
+    rows = pd.DataFrame({text: pd.Series(read.texts, dtype=object)})
+    if read.labels is not None:
+        rows[label] = pd.Series(read.labels, dtype=object)
+    n = len(read)
+    return ScoringTable(rows, np.asarray(read.ids, dtype=object), read.numbers, np.full(n, path, dtype=object),
+                        np.full(n, sha, dtype=object), pd.DataFrame(columns=ERROR_COLUMNS))
 
 
 def _photo_table(inputs: Inputs, input_path: str | Path) -> ScoringTable:

@@ -1,6 +1,7 @@
-"""The pixel classifier as MLflow's own loaders build it (MLflow's models-from-code): a logged
-Keel model holds this file instead of a pickled Python object, so loading it unpickles nothing.
-Keel's own loader (keel.serving.pyfunc.load_verified_model) does not run it."""
+"""The models-from-code file of versions registered before text models (new versions hold
+mlflow_classifier.py). Each such version holds its own copy, which imports `PixelClassifier`
+from keel.serving.pyfunc: that name stays, for the same class. Keel's own loader
+(keel.serving.pyfunc.load_verified_model) runs neither file."""
 
 from mlflow.models import set_model
 

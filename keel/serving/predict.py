@@ -1,7 +1,7 @@
 """Batch scoring: input files in, prediction files out, rows that cannot be scored to an errors file.
 
 One job checks its outputs before any work (keel.serving.outputs), reads each input once
-(keel.serving.inputs: files of pixel rows, or photos), loads the model once, and scores every
+(keel.serving.inputs: files of pixel rows or texts, or photos), loads the model once, and scores every
 table of rows through one path: the model's modality preprocesses the rows (a bad row is
 refused with its reason, never a failed job), the good rows are scored in large batches, and
 the predictions, errors and a manifest are written atomically. A manifest that matches the
@@ -24,10 +24,11 @@ import pyarrow as pa
 
 from keel.serving.inputs import Inputs, ScoringTable, read_inputs, scoring_tables
 from keel.serving.outputs import ERROR_COLUMNS, Outputs, check_output, write_outputs
-from keel.serving.pyfunc import PixelClassifier, load_verified_model
+from keel.serving.pyfunc import Classifier, load_verified_model
 from keel.tracking.registry import ModelRef, resolve_model
 
 PHOTO_BATCH = 256  # photos are large: at most this many in one forward pass
+TEXT_BATCH = 256  # texts: attention grows with the square of the length, so not the pixel rows' 1024
 TOP_K = 3
 
 
@@ -87,7 +88,7 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     started = time.perf_counter()
     outputs = check_output(input_path, output, fmt)  # before any work
     model = resolve_model(client, reference)
-    inputs = read_inputs(input_path, photos=model.image_model)
+    inputs = read_inputs(input_path, model.inputs)
     identity = {"model": {"name": model.name, "version": model.version, "run_id": model.run_id},
                 "inputs": inputs.identity(), "format": fmt}
     if inputs.refused:  # entries the photo listing refused (links out of the folder...): part of what was asked
@@ -95,16 +96,18 @@ def score_files(client, reference: str, input_path: str | Path, output: str | Pa
     previous = outputs.previous
     if not force and previous is not None and {k: previous.get(k) for k in identity} == identity:
         return ScoreSummary(**{**previous["summary"], "reused": True, "seconds": time.perf_counter() - started})
-    batch = min(batch_size, PHOTO_BATCH) if model.image_model else batch_size
-    scored = _score(model, inputs, scoring_tables(inputs, input_path, model.image_model, id_column), batch)
+    batch = min(batch_size, {"photos": PHOTO_BATCH, "texts": TEXT_BATCH}.get(model.inputs, batch_size))
+    scored = _score(model, inputs, input_path, id_column, batch)
     return _finish(identity, scored, started, outputs, fmt)
 
 
-def _score(model: ModelRef, inputs: Inputs, tables, batch_size: int) -> _Scored:
-    """Loads the model once and scores every table with it."""
+def _score(model: ModelRef, inputs: Inputs, input_path: str | Path, id_column: str, batch_size: int) -> _Scored:
+    """Loads the model once and scores every table of the inputs with it."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Once per job; it loads while Arrow (which releases the GIL) parses the first file.
+        # Text files are read by the model's text column, so they wait for the model.
         loading = pool.submit(load_verified_model, model.uri)
+        tables = scoring_tables(inputs, input_path, model.inputs, id_column, lambda: loading.result().config)
         first = list(islice(tables, 1))
         classifier = loading.result()
     scored = _Scored()
@@ -114,23 +117,25 @@ def _score(model: ModelRef, inputs: Inputs, tables, batch_size: int) -> _Scored:
     return scored
 
 
-def score_table(table: ScoringTable, classifier: PixelClassifier, model: ModelRef, batch_size: int,
+def score_table(table: ScoringTable, classifier: Classifier, model: ModelRef, batch_size: int,
                 scored_at: str) -> _Scored:
     """The predictions of one table's good rows, its errors, and how its labelled rows scored."""
     config = classifier.config
     labels, names = np.asarray(config["labels"]), np.asarray(config["class_names"])
     prepared = classifier.modality.preprocess(table.rows, config)
     good = np.flatnonzero(prepared.good)
-    top_p, top_i, seconds = _top_classes(classifier, prepared.images, batch_size, len(names))
+    top_p, top_i, seconds = _top_classes(classifier, prepared.inputs, batch_size, len(names))
     frame = pd.DataFrame({"id": table.ids[good], "row": table.numbers[good], "predicted_label": labels[top_i[:, 0]],
                           "class_name": names[top_i[:, 0]], "confidence": top_p[:, 0]})
     for k in range(top_i.shape[1]):
         frame[f"top{k + 1}_class"] = names[top_i[:, k]]
         frame[f"top{k + 1}_probability"] = top_p[:, k]
     scored = _Scored(model_seconds=seconds)
-    truth = _truth(table.rows, config.get("label_column", "label"))
+    truth, true_names = _truth(table.rows, config)
     if truth is not None:
         frame["true_label"] = truth = truth[good]
+        if true_names is not None:  # text labels are class names: the name as given, beside its label
+            frame["true_class"] = _text(true_names[good])
         known = np.isin(truth, labels)
         scored.labelled = int(known.sum())
         scored.correct = int((truth[known] == frame["predicted_label"].to_numpy()[known]).sum())
@@ -151,27 +156,36 @@ def score_table(table: ScoringTable, classifier: PixelClassifier, model: ModelRe
     return scored
 
 
-def _top_classes(classifier: PixelClassifier, images, batch_size: int, classes: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(top-k probabilities, their class indices, model seconds) of uint8 images; for no images,
-    no rows typed as the model's are."""
+def _top_classes(classifier: Classifier, inputs, batch_size: int, classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(top-k probabilities, their class indices, model seconds) of uint8 images or int64 token
+    ids; for no rows, no rows typed as the model's are."""
     k = min(TOP_K, classes)
-    if not len(images):
+    if not len(inputs):
         return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64), 0.0
     tick = time.perf_counter()
-    top_p, top_i = classifier.probabilities(images, batch_size).topk(k, dim=1)
+    top_p, top_i = classifier.probabilities(inputs, batch_size).topk(k, dim=1)
     seconds = time.perf_counter() - tick
     return top_p.cpu().numpy(), top_i.cpu().numpy(), seconds
 
 
-def _truth(rows: pa.Table | pd.DataFrame, label_column: str) -> np.ndarray | None:
-    """The labels of a table that holds `label_column` (NaN where not a number), else None."""
+def _truth(rows: pa.Table | pd.DataFrame, config: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the true labels of a table that holds the model's label column, else None; for a text
+    model, the label values as given, else None). Pixel labels are numbers (NaN where not one);
+    text labels are class names, mapped to their label (NaN for a name the model does not know)."""
+    label_column, text = config.get("label_column", "label"), config.get("input") == "text"
     names = rows.column_names if isinstance(rows, pa.Table) else list(rows.columns)
     if label_column not in names:
-        return None
-    if not len(rows):
-        return np.zeros(0, dtype=np.int64)  # a header-only file: typed as integer labels are
+        return None, None
+    if not len(rows):  # a header-only file: typed as integer labels are
+        return np.zeros(0, dtype=np.int64), (np.zeros(0, dtype=object) if text else None)
     values = rows.column(label_column).to_pylist() if isinstance(rows, pa.Table) else rows[label_column].tolist()
-    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+    if not text:
+        return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(), None
+    given = np.array(["" if v is None or (np.ndim(v) == 0 and pd.isna(v)) else str(v).strip() for v in values],
+                     dtype=object)
+    labels = dict(zip(config["class_names"], config["labels"]))
+    truth = pd.Series([labels.get(name, np.nan) for name in given])
+    return (truth.astype(np.int64) if truth.notna().all() else truth).to_numpy(), given
 
 
 def _text(values) -> pd.Series:

@@ -1,18 +1,22 @@
 """Keel's models as MLflow pyfunc models: what they take and return, how one is logged, and how
 Keel builds a registered one from its verified files.
 
-A logged model carries its preprocessing (its modality's `preprocess`): MLflow's own loaders
-(`mlflow.pyfunc.load_model`, `mlflow models predict`, `spark_udf`) take raw pixel rows or photo
-paths and return labels and probabilities. It is logged from code (MLflow's models-from-code:
-the model holds mlflow_pixel_classifier.py or mlflow_anomaly_scorer.py, beside this module,
-instead of a pickle), and Keel's own loader (`load_verified_model`) runs neither file.
+A logged model carries its preprocessing (its modality's `preprocess`; a text model its
+tokenizer too, as the artifact `tokenizer`): MLflow's own loaders (`mlflow.pyfunc.load_model`,
+`mlflow models predict`, `spark_udf`) take raw pixel rows, photo paths or texts and return
+labels and probabilities. It is logged from code (MLflow's models-from-code: the model holds
+mlflow_classifier.py or mlflow_anomaly_scorer.py, beside this module, instead of a pickle), and
+Keel's own loader (`load_verified_model`) runs neither file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 import warnings
+import weakref
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -28,23 +32,35 @@ from keel.core.errors import KeelError
 from keel.modalities import modality_for
 from keel.models.anomaly import load_autoencoder, reconstruction_errors
 from keel.models.networks import build_model, inference_model
+from keel.models.text import build_text_model
 from keel.tracking.registry import verified_artifacts
 from keel.models.device import predict_logits, select_device, select_precision
 
 
-class PixelClassifier(mlflow.pyfunc.PythonModel):
-    """Pixel rows (`pixel1..pixelN`, 0-255) or photo files (a `path` column) in; label, class
-    name, confidence and per-class probabilities out."""
+class Classifier(mlflow.pyfunc.PythonModel):
+    """Pixel rows (`pixel1..pixelN`, 0-255), photo files (a `path` column) or texts (the model's
+    text column, `text` for the shipped datasets) in; label, class name, confidence and
+    per-class probabilities out."""
 
     def load_context(self, context):
         self.config = json.loads(Path(context.artifacts["model_config"]).read_text())
-        self.modality = modality_for(self.config)  # what it takes: pixel rows, or photo files
-        image = self.config["image"]
+        self.modality = modality_for(self.config)  # what it takes: pixel rows, photo files or texts
         self.device = select_device("auto")
         self.precision = select_precision(self.config.get("inference_precision", "auto"), self.device)
+        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+        if self.config.get("input") == "text":
+            if "tokenizer" not in context.artifacts:
+                raise KeelError("this text model was logged without its tokenizer artifact, so its texts cannot be "
+                                "tokenized; register it again with `keel train`")
+            # Where the tokenizer lies is known only now: set at run time, never logged.
+            self.config["tokenizer_file"] = str(context.artifacts["tokenizer"])
+            model = build_text_model(self.config["build"], len(self.config["labels"]))
+            model.load_state_dict(state)
+            self.model = model.eval().to(self.device)
+            return
+        image = self.config["image"]
         model = build_model(self.config["architecture"], image["channels"], image["height"], image["width"],
                             len(self.config["labels"]), **self.config.get("build", {}))
-        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         self.model = inference_model(model).to(self.device).to(memory_format=torch.channels_last)
 
@@ -52,11 +68,33 @@ class PixelClassifier(mlflow.pyfunc.PythonModel):
         prepared = self.modality.preprocess(model_input, self.config)
         if len(prepared.problems):
             raise ValueError(prepared.first_problem())
-        return predictions_frame(self.probabilities(prepared.images).cpu().numpy(), self.config)
+        return predictions_frame(self.probabilities(prepared.inputs).cpu().numpy(), self.config)
 
-    def probabilities(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """Class probabilities (float32, on the model's device) of uint8 N x C x H x W images."""
-        return torch.softmax(predict_logits(self.model, images, self.device, self.precision, batch_size), dim=1)
+    def probabilities(self, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """Class probabilities (float32, on the model's device) of uint8 N x C x H x W images or
+        int64 token ids N x L (scored in length order: keel.models.device.predict_logits)."""
+        if not len(inputs):
+            return torch.zeros((0, len(self.config["labels"])), dtype=torch.float32)
+        return torch.softmax(predict_logits(self.model, inputs, self.device, self.precision, batch_size), dim=1)
+
+    def hold_tokenizer(self) -> None:
+        """Points the config at a copy of the tokenizer that lives as long as this classifier
+        (the verified download it was loaded from is removed once loading ends)."""
+        descriptor, copy = tempfile.mkstemp(prefix="keel-tokenizer-", suffix=".json")
+        with os.fdopen(descriptor, "wb") as target, open(self.config["tokenizer_file"], "rb") as source:
+            shutil.copyfileobj(source, target)
+        weakref.finalize(self, _remove, copy)
+        self.config["tokenizer_file"] = copy
+
+
+PixelClassifier = Classifier  # the name versions registered before text models import (mlflow_pixel_classifier.py)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class AnomalyScorer(mlflow.pyfunc.PythonModel):
@@ -93,29 +131,32 @@ class PyfuncKind:
     code: str  # its models-from-code file, beside this module
     config: str  # the key of its JSON config artifact (and the file's stem)
     python_model: type  # the class that code file builds
+    params: dict | None = None  # the inference parameters predict takes, with their defaults (the signature's)
 
 
-CLASSIFIER = PyfuncKind("model", "mlflow_pixel_classifier.py", "model_config", PixelClassifier)
+CLASSIFIER = PyfuncKind("model", "mlflow_classifier.py", "model_config", Classifier)
 ANOMALY_SCORER = PyfuncKind("autoencoder", "mlflow_anomaly_scorer.py", "anomaly_config", AnomalyScorer)
 
 
 def log_pyfunc(run_id: str, kind: PyfuncKind, weights: torch.nn.Module | Path, config: dict,
-               input_example: pd.DataFrame) -> str:
+               input_example: pd.DataFrame, extra_artifacts: dict[str, str | Path] | None = None) -> str:
     """Logs a Keel model as a pyfunc model in run `run_id` and returns its model URI.
 
-    `weights`: a torch model (its state dict is saved) or a weights file. The model is built
-    once as MLflow will build it, and what it returns for `input_example` (the columns it
+    `weights`: a torch model (its state dict is saved) or a weights file; `extra_artifacts`:
+    other files the model needs, by artifact key (a text model's `tokenizer`). The model is
+    built once as MLflow will build it, and what it returns for `input_example` (the columns it
     takes) gives the signature; the requirements are pinned, the code is the `keel` package."""
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"weights": str(_weights_file(weights, Path(tmp) / "weights.pt")),
-                     kind.config: str(Path(tmp) / f"{kind.config}.json")}
+                     kind.config: str(Path(tmp) / f"{kind.config}.json"),
+                     **{key: str(path) for key, path in (extra_artifacts or {}).items()}}
         Path(artifacts[kind.config]).write_text(json.dumps(config, indent=2))
         model = kind.python_model()
         model.load_context(_Context(artifacts))
         example = model_input(input_example, config)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ii]nteger column")
-            signature = infer_signature(example, model.predict(None, example))
+            signature = infer_signature(example, model.predict(None, example), params=kind.params)
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             info = mlflow.pyfunc.log_model(
                 name=kind.name,
@@ -123,7 +164,7 @@ def log_pyfunc(run_id: str, kind: PyfuncKind, weights: torch.nn.Module | Path, c
                 # (MLflow's own loaders then unpickle nothing; Keel's never run it).
                 python_model=str(Path(__file__).with_name(kind.code)),
                 artifacts=artifacts, code_paths=[str(Path(keel.__file__).parent)], signature=signature,
-                input_example=example, pip_requirements=pip_requirements())
+                input_example=example, pip_requirements=pip_requirements(config))
     return info.model_uri
 
 
@@ -136,17 +177,24 @@ def _weights_file(weights: torch.nn.Module | Path, path: Path) -> Path:
 
 
 def model_input(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """The columns of `frame` a model takes, typed as its signature says: photo paths as text,
-    pixels as integers (0-255: long, so CSV rows load as they are)."""
+    """The columns of `frame` a model takes, typed as its signature says: photo paths and texts
+    as strings, pixels as integers (0-255: long, so CSV rows load as they are)."""
     if config.get("input") == "image":
         return frame[["path"]].astype(str)
+    if config.get("input") == "text":
+        column = config.get("text_column") or "text"
+        return frame[[column]].astype(str)
     return frame[config["pixel_columns"]].astype("int64")
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of the logged model (given, so MLflow need not infer them slowly)."""
-    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "torchvision", "pandas", "numpy", "pydantic", "pyyaml",
-                                                                  "pillow", "fsspec")]
+def pip_requirements(config: dict | None = None) -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow need not infer them slowly);
+    a text model's also name what builds its encoder and reads its tokenizer (ftfy: the rule of
+    a usable text, keel.data.text_rule, which every model's modalities import)."""
+    names = ["mlflow", "torch", "torchvision", "pandas", "numpy", "pydantic", "pyyaml", "pillow", "fsspec", "ftfy"]
+    if (config or {}).get("input") == "text":
+        names += ["transformers", "tokenizers"]
+    return [f"{name}=={metadata.version(name)}" for name in names]
 
 
 class _Context:
@@ -156,17 +204,20 @@ class _Context:
         self.artifacts = artifacts
 
 
-def load_verified_model(model_uri: str) -> PixelClassifier:
-    """The PixelClassifier of a registered version (`models:/NAME/VERSION`, `models:/NAME@alias`;
+def load_verified_model(model_uri: str) -> Classifier:
+    """The Classifier of a registered version (`models:/NAME/VERSION`, `models:/NAME@alias`;
     its torch model, device and config loaded), built from files keel.tracking.registry
     verified against the manifest Keel recorded at registration (UntrustedModelError otherwise).
 
     Nothing is unpickled and no code from the artifact store runs: the config is JSON, the
-    weights load with `weights_only=True`, and the class is this module's."""
+    weights load with `weights_only=True`, a text model's tokenizer is JSON too, and the class
+    is this module's."""
     with verified_artifacts(model_uri) as (ref, artifacts):
         if {"weights", "model_config"} - set(artifacts):
             raise KeelError(f"model {ref.name} version {ref.version} is not a Keel classifier (its MLmodel names no "
                             "weights and model_config artifacts); score it with the model it was registered for")
-        classifier = PixelClassifier()
+        classifier = Classifier()
         classifier.load_context(_Context(artifacts))
+        if "tokenizer_file" in classifier.config:
+            classifier.hold_tokenizer()
     return classifier

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keel.core.contracts import ModelSpec, RegisteredVersion, RunRef, TrainingSummary, VersionRef, Verdict
+from keel.core.contracts import RegisteredVersion, RunRef, TrainingSummary, VersionRef, Verdict
 from keel.data.versions import DatasetVersion, class_indices
+from keel.modalities import modality_for
 from keel.stages.evaluation import score_registered_on_split
 from keel.stages.ingest import split_tags, stored
 from keel.stages.runs import close_run
@@ -47,7 +48,9 @@ def register_stage(run: RunRef, version: VersionRef, trained: TrainingSummary, m
 def _log_and_register(client, name: str, run: RunRef, dataset: DatasetVersion, trained: TrainingSummary,
                       metrics: dict) -> RegisteredVersion:
     model, spec = load_trained(trained.model_path)
-    model_uri = log_pyfunc(run.run_id, CLASSIFIER, model, spec.model_dump(), input_example(dataset, spec))
+    # A text model's tokenizer was saved beside its weights; the logged model carries it.
+    extra = {"tokenizer": Path(trained.model_path).parent / spec.tokenizer} if spec.tokenizer else None
+    model_uri = log_pyfunc(run.run_id, CLASSIFIER, model, spec.model_dump(), input_example(dataset), extra)
     evaluation = metrics.get("evaluation", {})
     tags = {
         "dataset": dataset.name,
@@ -60,7 +63,8 @@ def _log_and_register(client, name: str, run: RunRef, dataset: DatasetVersion, t
         **{k.removeprefix("keel."): v for k, v in split_tags(dataset).items()},
     }
     number = register(client, model_uri, name, run.run_id, tags,
-                      description=f"{spec.architecture} on {dataset.name} {dataset.id}")
+                      description=f"{spec.architecture} on {dataset.name} {dataset.id}",
+                      model_description="Keel text classifier" if spec.input == "text" else "Keel pixel classifier")
     return RegisteredVersion(name=name, version=number, model_uri=f"models:/{name}/{number}", run_id=run.run_id, tags=tags)
 
 
@@ -80,21 +84,11 @@ def make_challenger(client, registered: RegisteredVersion, attempts: int = 3) ->
     raise AliasConflict(f"{registered.name}@{CHALLENGER} kept moving; gave up after {attempts} attempts")
 
 
-def input_example(dataset: DatasetVersion, spec: ModelSpec) -> pd.DataFrame:
-    """Two evaluation rows as the served model takes them (the logged model's input example)."""
+def input_example(dataset: DatasetVersion) -> pd.DataFrame:
+    """Two evaluation rows as the served model takes them (the logged model's input example):
+    pixel columns, photo paths or texts, as the version's modality gives them."""
     rows = np.sort(dataset.indices("evaluation")[:2])
-    if spec.image_input:
-        return pd.DataFrame({"path": example_paths(dataset, rows)})
-    pixels = np.asarray(dataset.images()[rows]).reshape(len(rows), -1)
-    return pd.DataFrame(pixels.astype(np.int64), columns=spec.pixel_columns)
-
-
-def example_paths(version: DatasetVersion, rows: np.ndarray) -> list[str]:
-    """The photo files of stored rows `rows` of an image-folder version."""
-    profile = version.profile()
-    stored_rows = profile[profile["status"] == "ok"].reset_index(drop=True)
-    root = version.meta["sources"][0]["path"]
-    return [f"{root.rstrip('/')}/{stored_rows['file'][int(r)]}" for r in rows]
+    return modality_for(dataset).examples(dataset, rows)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
+from keel.core.config import TEXT_MODELS
 from keel.core.errors import KeelError
 from keel.tracking import client as tracking
 from keel.tracking.trust import registration_tags, verified_model
@@ -35,6 +36,16 @@ class ModelRef:
     def image_model(self) -> bool:
         """A model trained on an image folder: it scores photo files, not pixel rows."""
         return self.architecture == "transfer"
+
+    @property
+    def text_model(self) -> bool:
+        """A model trained on texts: it scores text files (CSV, parquet, JSONL)."""
+        return self.architecture in TEXT_MODELS
+
+    @property
+    def inputs(self) -> str:
+        """What a scoring job reads for it: "photos", "texts" or "pixels" (files of pixel rows)."""
+        return "photos" if self.image_model else "texts" if self.text_model else "pixels"
 
     @property
     def uri(self) -> str:

@@ -183,7 +183,7 @@ def test_the_logged_model_holds_no_pickle_and_mlflow_loads_it_with_pickle_disall
     from tests.registry_data import artifact_folder
 
     folder = artifact_folder(trusted["name"], trusted["version"])
-    assert not list(folder.rglob("*.pkl")) and (folder / "mlflow_pixel_classifier.py").exists()
+    assert not list(folder.rglob("*.pkl")) and (folder / "mlflow_classifier.py").exists()
     torch.load(folder / "artifacts" / "weights.pt", weights_only=True)  # plain tensors, no pickled objects
     rows = tmp_path / "rows.csv"
     small_rows.head(5).to_csv(rows, index=False)
@@ -329,8 +329,10 @@ def test_every_registry_load_goes_through_the_verified_loader():
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
             if name in loaders:
                 found.add(f"{path.relative_to(root).as_posix()}: {name}")
-    # pyfunc.py: log_pyfunc checks the model it logs; load_verified_model builds what keel.tracking.trust verified.
-    assert found == {"keel/tracking/trust.py: download_artifacts", "keel/serving/pyfunc.py: load_context"}
+    # pyfunc.py: log_pyfunc checks the model it logs; load_verified_model builds what keel.tracking.trust verified;
+    # masked_lm.py: load_verified_mlm builds a fill-mask model from verified files the same way.
+    assert found == {"keel/tracking/trust.py: download_artifacts", "keel/serving/pyfunc.py: load_context",
+                     "keel/serving/masked_lm.py: load_context"}
 
 
 # --------------------------------------------------------------------------- models logged before the sub-packages
