@@ -64,6 +64,9 @@ def profile(args: argparse.Namespace) -> int:
         raise KeelError("--epochs must be at least 1")
     result = run_flow(_profile_flow, dataset_config=dataset_config(args), out=args.out, epochs=args.epochs)
     print(f"suite       {result['suite_path']} ({result['expectations']} expectations)")
+    if "lines" in result:  # a text suite: its drift reference, no autoencoder
+        print("\n".join(result["lines"]))
+        return 0
     print(f"autoencoder {result['model_uri']} ({result['weights_path']}), threshold {result['threshold']:.4g}")
     print("flagged     " + ", ".join(f"{k.removeprefix('flagged_')} {v:.1%}" for k, v in result["behaviour"].items()))
     return 0

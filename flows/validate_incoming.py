@@ -28,7 +28,7 @@ def validate_incoming_flow(
 
     Args:
         dataset_config: The dataset's YAML file (relative to the project folder, or absolute).
-        input_path: A landed file (CSV, parquet or IDX), or a landing folder: then every file in
+        input_path: A landed file (CSV, parquet or IDX; texts: CSV, parquet or JSONL), or a landing folder: then every file in
             it that has no validation report yet. A local path or an fsspec URL.
         report_dir: Report folder for a single file (default under reports/validation/).
         labels_path: IDX labels file that goes with an IDX images file.

@@ -11,6 +11,12 @@ from tasks import keel_task
 def profile_reference(dataset_config: str, version: VersionRef, out: str | None, epochs: int) -> dict:
     """The inferred suite's path and the registered autoencoder's URI."""
     result = profile_stage(dataset_config, version, out, epochs)
+    if "lines" in result:  # a text suite: its drift reference, no anomaly scorer
+        create_markdown_artifact(key="inferred-suite", description="Expectation suite and drift reference", markdown=(
+            f"# Suite inferred from {version.dataset} `{version.version}`\n\n"
+            f"- suite: `{result['suite_path']}` ({result['expectations']} expectations)\n"
+            + "".join(f"- {line}\n" for line in result["lines"])))
+        return result
     create_markdown_artifact(
         key="inferred-suite",
         markdown=(f"# Suite inferred from {version.dataset} `{version.version}`\n\n"

@@ -1,5 +1,7 @@
 """The profiling stage: infer a dataset's expectation suite from its reference version and
-register the anomaly scorer (an autoencoder) that goes with it."""
+register the anomaly scorer (an autoencoder) that goes with it; a text dataset's suite keeps
+its drift reference (encoder embeddings, word frequencies) in a file beside it instead, and
+registers nothing (keel.validation.text_profiling)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from mlflow.entities import Metric, Param
 from keel.core.config import DatasetConfig, load_dataset_config
 from keel.core.contracts import VersionRef
 from keel.data.versions import DatasetVersion
+from keel.modalities import modality_for
+from keel.modalities.text import TEXT
 from keel.stages.incoming import default_suite_path
 from keel.stages.ingest import stored
 from keel.stages.runs import log_dataset_input
@@ -22,6 +26,7 @@ from keel.serving.pyfunc import ANOMALY_SCORER, log_pyfunc
 from keel.tracking.registry import register
 from keel.validation.profiling import profile_reference
 from keel.validation.suite import write_suite
+from keel.validation.text_profiling import profile_text_reference
 
 
 def profile_stage(dataset_config: str, version: VersionRef, out: str | None = None, epochs: int = 5) -> dict:
@@ -30,6 +35,8 @@ def profile_stage(dataset_config: str, version: VersionRef, out: str | None = No
     config = load_dataset_config(dataset_config)
     dataset = stored(version)
     target = Path(out) if out else default_suite_path(dataset_config)
+    if modality_for(config) is TEXT:
+        return _text_profile(config, dataset, target)
     profiled = profile_reference(config, dataset, target, epochs=epochs)
     doc = profiled["suite"]
     client = tracking.client()
@@ -50,6 +57,21 @@ def profile_stage(dataset_config: str, version: VersionRef, out: str | None = No
     client.set_terminated(run_id, "FINISHED")
     return {"suite_path": str(target), "weights_path": profiled["weights_path"], "model_uri": doc["anomaly"]["model_uri"],
             "run_id": run_id, "threshold": profiled["threshold"], "behaviour": profiled["behaviour"],
+            "expectations": sum(len(v) for v in doc["suites"].values()), "seconds": profiled["seconds"]}
+
+
+def _text_profile(config: DatasetConfig, version: DatasetVersion, target: Path) -> dict:
+    """The text suite and its drift reference; `lines` say what was learned (the CLI prints them)."""
+    profiled = profile_text_reference(config, version, target)
+    doc, held_out = profiled["suite"], profiled["held_out"]
+    lines = [f"reference   {profiled['reference_path']} ({doc['text_reference']['embedded_rows']} training texts embedded "
+             f"by {doc['text_reference']['encoder']})",
+             f"tokens      {profiled['token_bounds'][0]}-{profiled['token_bounds'][1]} per text; out-of-vocabulary rate "
+             f"{doc['drift']['oov']['reference_rate']:.2%} on unseen texts"]
+    if held_out:
+        lines.append(f"held out    {held_out['rows']} evaluation texts against the reference: classifier AUC "
+                     f"{held_out['auc']:.3f} (drift from {doc['drift']['embedding']['auc_max']:g})")
+    return {"suite_path": str(target), "reference_path": profiled["reference_path"], "lines": lines,
             "expectations": sum(len(v) for v in doc["suites"].values()), "seconds": profiled["seconds"]}
 
 

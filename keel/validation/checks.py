@@ -121,7 +121,7 @@ INDEX_COLUMNS = {
     "schema": ["column", "position"],
     "rows": ["row", "line", "id", "label", "bad_pixel", "bad_value", "file"],
     "classes": ["label", "class_name", "rows", "expected_rows"],
-    "drift": ["check", "statistic", "value", "threshold", "p_value"],
+    "drift": ["check", "statistic", "value", "threshold", "p_value", "drivers"],
     "leakage": ["part", "rows", "near_copy_share", "nn_accuracy"],
 }
 
@@ -243,8 +243,8 @@ def failures_of(run: SuiteRun, header: list[str], classes: pd.DataFrame | None) 
 def validate_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
     """Runs the dataset's suite (or its structural suite) on a stored version as training data;
     writes Data Docs (and report.json) to `docs_dir` when given."""
-    if version.meta["format"] == "image-folder":
-        return validate_image_version(version, config, docs_dir)
+    if version.meta.get("quarantined") is not None:  # ingest set records aside (photos, texts): check those stored
+        return validate_stored_version(version, config, docs_dir)
     started = time.perf_counter()
     suite = load_suite(config)
     profile = version.profile()
@@ -287,20 +287,20 @@ def _report(config: DatasetConfig, version: DatasetVersion, rows: int, run: Suit
     return report
 
 
-def validate_image_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
-    """The image-folder checks (keel.modalities.images expectations) on the stored photos;
-    quarantined files were already set aside by ingest and are counted in the report."""
+def validate_stored_version(version: DatasetVersion, config: DatasetConfig, docs_dir: Path | None = None) -> ValidationReport:
+    """The modality's checks (its `expectations`) on a version's stored photos or texts; the
+    records ingest set aside are counted in the report."""
     started = time.perf_counter()
-    config = version.classes(config)  # the class folders ingest read, unless the config names them
+    config = version.classes(config)  # the classes ingest read, unless the config names them
     suite = structural_suite(config)
     profile = version.profile()
     stored = profile[profile["status"] == "ok"].reset_index(drop=True)
-    classes = class_table(stored["label"].astype(str), config, suite["classes"])
+    classes = class_table(stored.get("label_index", stored["label"]).astype(str), config, suite["classes"])  # texts: names
     tables = {"rows": stored, "classes": classes, "leakage": leakage_table(version)}
     expectations = {**suite["suites"], "leakage": leakage_expectations(config)}
     run = run_suites(tables, expectations, f"{config.name}-{version.id}", docs_dir)
     return _report(config, version, len(stored), run, failures_of(run, [], classes), started,
-                   f"image folder ({version.meta['quarantined']} files quarantined at ingest)", docs_dir)
+                   f"{version.meta['format']} ({version.meta['quarantined']} records quarantined at ingest)", docs_dir)
 
 
 def _failure(batch: str, result, header: list[str], classes: pd.DataFrame) -> Failure:

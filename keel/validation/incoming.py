@@ -1,13 +1,14 @@
 """Validating incoming batches: suite, quarantine, drift and anomaly scores, then curation.
 
 `validate_batch` reads one landed file (CSV, gzip or not; parquet; IDX with an optional
-labels file), checks it with the dataset's suite and writes, into one report folder that
+labels file; a text dataset's CSV, parquet or JSONL: keel.validation.text_batch), checks it with the dataset's suite and writes, into one report folder that
 appears whole (built beside it, then renamed):
 
 - ``report.json`` / ``report.md``: verdict, reasons, every failed expectation, drift figures;
 - ``docs/index.html``: Great Expectations Data Docs of the four tables;
 - ``quarantine.csv``: one row per problem (row, line, id, column, value, expectation, rule);
-- ``quarantined_rows.csv``: the quarantined rows as they were read, to fix and send again;
+- ``quarantined_rows.csv``: the quarantined rows as they were read, to fix and send again
+  (texts: ``quarantined_rows.jsonl``, which keeps a non-string value what it was);
 - ``clean.parquet``: the rows that passed, only when the batch is accepted;
 - ``anomalies.png``: the images with the highest anomaly scores;
 - ``.keel-report``: the marker that says Keel wrote the folder: an existing folder is replaced
@@ -32,14 +33,15 @@ import pyarrow.parquet as pq
 
 from keel.core.atomic import atomic_path, folder_lock, replace_dir, temporary_beside, writing_into
 from keel.core.config import DatasetConfig
-from keel.core.errors import DatasetError, KeelError
+from keel.core.errors import ConfigError, DatasetError, KeelError
 from keel.core.io import decompress, read_bytes, sha256_hex
 from keel.data.curated import curated_manifest
 from keel.data.idx import parse_idx_array, parse_idx_pair
 from keel.data.landing import default_report_dir
 from keel.data.profile import ParsedTable
 from keel.data.tables import parse_pixel_csv, parse_pixel_parquet
-from keel.modalities import ingest
+from keel.modalities import ingest, modality_for
+from keel.modalities.text import TEXT
 from keel.models.anomaly import load_autoencoder, reconstruction_errors
 from keel.validation.checks import class_table, run_suites, schema_table
 from keel.validation.drift import drift_table
@@ -48,6 +50,8 @@ from keel.validation.report import REJECTED, BatchResult
 from keel.validation.report_files import write_report
 from keel.validation.report_folder import check_report_dir
 from keel.validation.suite import Suite, load_suite
+from keel.validation.text_batch import validate_text_batch
+from keel.validation.text_rows import curated_text_columns
 
 
 def read_batch(config: DatasetConfig, input_path: str, labels_path: str | None, id_column: str | None) -> tuple[ParsedTable, str, str]:
@@ -128,7 +132,13 @@ def _row_tables(checked: _Tables, config: DatasetConfig, parsed: ParsedTable, su
 
 def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Path | None = None,
                    labels_path: str | None = None, id_column: str | None = "id", suite: Suite | None = None) -> BatchResult:
-    """Validates one landed file; writes the report folder; never modifies the input."""
+    """Validates one landed file; writes the report folder; never modifies the input. A text
+    dataset's batches go through keel.validation.text_batch (`labels_path` is for IDX only)."""
+    if modality_for(config) is TEXT:
+        if labels_path:
+            raise ConfigError(f"--labels {labels_path}: a labels file goes with IDX images; a file of texts carries "
+                              f"its labels in its {config.label_column} column")
+        return validate_text_batch(config, input_path, report_dir, id_column, suite)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if report_dir:
@@ -185,7 +195,8 @@ def curate_batch(config: DatasetConfig, report_dir: str | Path) -> dict:
         raise KeelError(f"{report['input']} was rejected ({'; '.join(report['reasons'])}); a rejected batch cannot join the training data")
     if not report["labelled"]:
         raise KeelError(f"{report['input']} has no labels; only labelled batches can join the training data")
-    clean = pq.read_table(report_dir / "clean.parquet").select(config.expected_columns)
+    columns = curated_text_columns(config) if modality_for(config) is TEXT else config.expected_columns
+    clean = pq.read_table(report_dir / "clean.parquet").select(columns)
     sink = pa.BufferOutputStream()
     pq.write_table(clean, sink, compression="zstd")
     data = sink.getvalue().to_pybytes()

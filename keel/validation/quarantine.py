@@ -36,12 +36,18 @@ def judge(run, parsed: ParsedTable, profile: pd.DataFrame, classes: pd.DataFrame
     """The decision on a batch from its suites' results (`run`)."""
     failures = failures_of(run, parsed.header, classes)
     frame, quarantined = quarantine(run, parsed, profile, failures, config)
-    n_rows = len(profile) + len(parsed.skipped)
-    reasons = rejections(failures, len(quarantined) + len(parsed.skipped), n_rows, config, schema_ok)
-    clean = np.setdiff1d(np.arange(len(profile)), quarantined) if schema_ok else np.array([], dtype=int)
-    problems = len(failures) + len(parsed.skipped)
+    return decide(failures, frame, quarantined, len(profile), len(parsed.skipped), config, schema_ok)
+
+
+def decide(failures: list[Failure], frame: pd.DataFrame, quarantined: np.ndarray, rows: int, skipped: int,
+           config: DatasetConfig, schema_ok: bool) -> Judgement:
+    """The decision on a batch of `rows` read rows (and `skipped` unreadable lines) from its
+    failed expectations and quarantine (any modality's)."""
+    reasons = rejections(failures, len(quarantined) + skipped, rows + skipped, config, schema_ok)
+    clean = np.setdiff1d(np.arange(rows), quarantined) if schema_ok else np.array([], dtype=int)
+    problems = len(failures) + skipped
     verdict = REJECTED if reasons else (
-        ACCEPTED_WITH_QUARANTINE if len(quarantined) or parsed.skipped else
+        ACCEPTED_WITH_QUARANTINE if len(quarantined) or skipped else
         ACCEPTED_WITH_WARNINGS if problems else ACCEPTED)
     return Judgement(failures, frame, quarantined, clean, reasons, problems, verdict)
 

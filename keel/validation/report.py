@@ -34,6 +34,8 @@ class BatchResult:
     report_dir: str
     unparsed_lines: list[dict] = field(default_factory=list)
     files: dict = field(default_factory=dict)
+    # Texts: what drives a drift (the classes whose shares moved most, the words most over-represented).
+    drift_drivers: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -58,7 +60,8 @@ class BatchResult:
             lines.append(f"- [quarantine] {self._unparsed()}")
         drifted = [d for d in self.drift if d["drifted"]]
         for d in drifted:
-            lines.append(f"- drift in {d['check']}: {d['statistic']} {d['value']:.3f} > {d['threshold']:g} (p={d['p_value']:.2g})")
+            lines.append(f"- drift in {d['check']}: {d['statistic']} {d['value']:.3f} > {d['threshold']:g} (p={d['p_value']:.2g})"
+                         + (f"; driven by {d['drivers']}" if d.get("drivers") else ""))
         if self.anomaly.get("flagged"):
             lines.append(f"- {self.anomaly['flagged']} images score above the anomaly threshold {self.anomaly['threshold']:.4g}")
         lines.append(f"report  {self.report_dir} (Data Docs: {self.files.get('docs_index', '-')})")
@@ -88,6 +91,8 @@ class BatchResult:
             for d in self.drift:
                 out.append(f"| {d['check']} | {d['statistic']} | {d['value']:.4f} | {d['threshold']:g} | {d['p_value']:.3g} | "
                            f"{'**yes**' if d['drifted'] else 'no'} |")
+            drivers = [f"- {d['check']}: driven by {d['drivers']}" for d in self.drift if d.get("drivers")]
+            out += [""] + drivers if drivers else []
         if self.anomaly:
             out += ["", f"Anomaly scores: threshold {self.anomaly['threshold']:.4g}, {self.anomaly['flagged']} flagged, "
                         f"highest {self.anomaly['max']:.4g}."]

@@ -41,6 +41,12 @@ def write_report(staged: Path, final: Path, result: BatchResult, parsed: ParsedT
     if "anomaly_score" in profile and len(profile) and parsed.pixels is not None:
         _anomalies(parsed, profile, result.anomaly["threshold"], config, staged / "anomalies.png")
         files["anomalies_png"] = str(final / "anomalies.png")
+    finish_report(staged, result, files, started)
+
+
+def finish_report(staged: Path, result: BatchResult, files: dict, started: float) -> None:
+    """Writes report.md, report.json and the marker (any modality's report), once the data files
+    named in `files` are written; `started`: when writing the data files began."""
     result.files = files
     (staged / "report.md").write_text(result.markdown() + "\n")
     result.seconds["write"] = time.perf_counter() - started
