@@ -17,12 +17,13 @@ from cli import commands, registry
 from cli.parser import build_parser
 from cli.signals import exit_code, stop_on_signals, stop_signal
 from cli.stack import stack
+from cli.pretrain import pretrain
 from cli.train import train
 from flows.prefect_api import flush_prefect_workers
 from keel.core.errors import DataValidationError, KeelError
 from keel.core.secrets import install_log_redaction, redact
 
-COMMANDS = {"train": train, "predict": commands.predict, "validate": commands.validate, "profile": commands.profile,
+COMMANDS = {"train": train, "pretrain": pretrain, "predict": commands.predict, "validate": commands.validate, "profile": commands.profile,
             "watch": commands.watch, "models": registry.models, "promote": registry.promote,
             "rollback": registry.roll_back, "sign": registry.sign, "stack": stack}
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if signum is not None:  # whatever a stop raised on its way out (cli.signals)
             print(f"\nkeel {args.command}: stopped by {signal.Signals(signum).name}"
                   + ("; the last finished epoch's checkpoint is kept: the same command resumes from it"
-                     if args.command == "train" else ""), file=sys.stderr)
+                     if args.command in ("train", "pretrain") else ""), file=sys.stderr)
             return exit_code(signum)
         if not isinstance(exc, Exception):
             raise

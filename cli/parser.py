@@ -6,6 +6,7 @@ import argparse
 
 from cli.options import add_dataset_options, add_model_options
 from keel.core.config import TrainConfig
+from keel.core.pretrain_config import PretrainConfig
 from keel.tracking.promotion import PromotionPolicy
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keel", description="Keel: train, evaluate and register models with Prefect and MLflow.")
     commands = parser.add_subparsers(dest="command", required=True)
     _train(commands)
+    _pretrain(commands)
     _predict(commands)
     _validate(commands)
     _registry(commands)
@@ -38,12 +40,26 @@ def _train(commands) -> None:
     train.set_defaults(promotion_fields=add_model_options(promotion, PromotionPolicy))
 
 
+def _pretrain(commands) -> None:
+    pretrain = commands.add_parser(
+        "pretrain", help="pre-train bert-tiny as a masked language model on a text dataset's training rows and register "
+        "it (<dataset>-mlm@pretrained) for `keel train --model bert-tiny --backbone models:/NAME@ALIAS`")
+    add_dataset_options(pretrain, required=True)
+    training = pretrain.add_argument_group(
+        "pre-training", "max-length defaults to the dataset YAML's training max_length when it sets one")
+    pretrain.set_defaults(pretrain_fields=add_model_options(training, PretrainConfig))
+    pretrain.add_argument("--fresh", action="store_true", help="ignore the checkpoint of an interrupted identical run and start over")
+    pretrain.add_argument("--model-name", default=None, help="registered model name (default <dataset>-mlm)")
+    pretrain.add_argument("--alias", default="pretrained", help="the alias the new version gets (default: pretrained)")
+
+
 def _predict(commands) -> None:
-    predict = commands.add_parser("predict", help="score pixel-row files, or photos with an image model, with a registered model",
-                                  formatter_class=DEFAULTS)
+    predict = commands.add_parser("predict", help="score pixel-row files, text files with a text model, or photos "
+                                  "with an image model, with a registered model", formatter_class=DEFAULTS)
     predict.add_argument("--model", required=True, help="NAME (= NAME@champion), NAME@alias or NAME/version")
     predict.add_argument("--input", required=True, help="a CSV (gz or not) or parquet file, or a folder of them; "
-                         "for an image model a photo or a folder of photos (rows keyed by relative path)")
+                         "for a text model also JSONL; for an image model a photo or a folder of photos (rows keyed "
+                         "by relative path)")
     predict.add_argument("--output", required=True, help="the predictions file to write")
     predict.add_argument("--format", choices=["parquet", "csv", "jsonl"], default=None,
                          help="output format; by default the one --output's extension names (.parquet/.pq, "
@@ -58,7 +74,8 @@ def _validate(commands) -> None:
         "validate", help="validate an incoming batch against the dataset's suite (exit 0 clean, 1 problems, 2 error); "
         "`keel validate profile` infers the suite", formatter_class=DEFAULTS)
     add_dataset_options(validate)
-    validate.add_argument("--input", required=True, help="the landed file: CSV (gz or not), parquet, or IDX images")
+    validate.add_argument("--input", required=True,
+                          help="the landed file: CSV (gz or not), parquet, or IDX images; texts: CSV, parquet or JSONL")
     validate.add_argument("--labels", default=None, help="IDX labels file that goes with --input")
     validate.add_argument("--report", default=None, help="report folder (default reports/validation/<dataset>/incoming/<file>-<sha>); "
                           "an existing folder must be empty or an earlier Keel report (marked .keel-report), which is replaced")

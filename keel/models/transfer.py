@@ -140,7 +140,8 @@ def transfer_from(parent: ParentModel, n_classes: int, image_size: int) -> tuple
     record of the backbone (what serving needs to rebuild the network)."""
     architecture = parent.config.get("architecture")
     if architecture != "transfer" or not isinstance(parent.network, TransferNet):
-        raise ConfigError(f"{parent.uri} is a {architecture} pixel model; only image models "
+        kind = "text" if parent.config.get("input") == "text" else "pixel"
+        raise ConfigError(f"{parent.uri} is a {architecture} {kind} model; only image models "
                           "trained by Keel on image folders can serve as backbones")
     network: TransferNet = copy.deepcopy(parent.network).cpu().float()
     net = TransferNet(network.features, network.head.in_features, n_classes, image_size)
