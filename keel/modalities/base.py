@@ -63,10 +63,11 @@ class Modality(Protocol):
 
     # -- batch and augment ----------------------------------------------------------------
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig,
-                device: torch.device, train: bool) -> BatchSource:
+                device: torch.device, train: bool, record: dict | None = None) -> BatchSource:
         """Rows `indices` as a batch source (keel.data.batches): inputs ready for the model
         (float images, int64 token ids) and class indices on `device`; shuffled and augmented when `train` (by the
-        loop's generator, or by one of the source's own that it checkpoints), else in order."""
+        loop's generator, or by one of the source's own that it checkpoints), else in order.
+        `record`: how the network was built (build_model's), e.g. the tokenizer a text model reads with."""
 
     def augment(self, inputs: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
         """Float copies of uint8 images N x C x H x W, augmented as training augments them

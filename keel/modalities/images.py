@@ -99,7 +99,7 @@ class ImageFolder:
 
     # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
-                train: bool) -> PhotoBatches | TensorBatches:
+                train: bool, record: dict | None = None) -> PhotoBatches | TensorBatches:
         """Rows `indices`: when `train`, photos augmented one at a time by DataLoader workers
         (keel.data.photos); else as stored, held on the CPU and moved to `device` 128 at a time."""
         if train:

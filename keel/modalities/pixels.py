@@ -81,7 +81,7 @@ class PixelTable:
 
     # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
-                train: bool) -> TensorBatches:
+                train: bool, record: dict | None = None) -> TensorBatches:
         """Rows `indices`, held on `device`: when `train`, shuffled batches of `config.batch_size`
         augmented on the device by the loop's generator; else in order, 1024 at a time."""
         return self.tensor_batches(load_split(version, indices, device), config, device, train)

@@ -65,11 +65,12 @@ class TextModality:
 
     # -- batch and augment
     def batches(self, version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
-                train: bool) -> TokenBatches:
-        """Rows `indices` as token ids (the model's tokenizer, `config.max_length` tokens), each
-        batch padded to its longest text: length-bucketed and shuffled by the loop's generator
-        when `train`, else in length order."""
-        return text_batches(version, indices, config, device, train)
+                train: bool, record: dict | None = None) -> TokenBatches:
+        """Rows `indices` as token ids (the tokenizer of the model `record` describes -- a
+        backbone's own -- else of `config.model`; `config.max_length` tokens), each batch padded
+        to its longest text: length-bucketed and shuffled by the loop's generator when `train`,
+        else in length order."""
+        return text_batches(version, indices, config, device, train, record)
 
     def augment(self, inputs: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
         """Texts are not augmented: the token ids as given."""

@@ -37,7 +37,7 @@ def build_text(config: TrainConfig, meta: dict, parent: ParentModel | None) -> t
     if config.model not in TEXT_MODELS:
         raise unfit_model(config, meta)
     if parent is not None:  # a registered text model's encoder starts this one (keel.modalities.text_backbone)
-        return text_from_parent(config, meta, parent, tokenizer_source(config.model, meta))
+        return text_from_parent(config, meta, parent)
     if config.backbone:
         raise ConfigError(f"--backbone {config.backbone} is loaded by the training stage (`keel train`); train "
                           f"{config.model} on {meta['dataset']} through it, or without --backbone")
@@ -61,12 +61,15 @@ def token_ids(version: DatasetVersion, indices: np.ndarray, tokenizer_file: str 
 
 
 def text_batches(version: DatasetVersion, indices: np.ndarray, config: TrainConfig, device: torch.device,
-                 train: bool) -> TokenBatches:
+                 train: bool, record: dict | None = None) -> TokenBatches:
     """Rows `indices` as token-id batches of `config.batch_size` texts, length-bucketed and
-    shuffled by the loop's generator when `train`, else in length order (keel.data.text_batches)."""
+    shuffled by the loop's generator when `train`, else in length order (keel.data.text_batches).
+    They are tokenized as the network `record` describes reads (its `tokenizer_source`: a
+    backbone's tokenizer), else as `config.model` reads."""
     rows = np.sort(indices)
-    ids = token_ids(version, rows, tokenizer_source(config.model, {**version.meta, "path": version.path}),
-                    config.max_length)
+    tokenizer = (record or {}).get("tokenizer_source") or tokenizer_source(
+        config.model, {**version.meta, "path": version.path})
+    ids = token_ids(version, rows, tokenizer, config.max_length)
     targets = torch.from_numpy(class_indices(version.labels()[rows], version.meta["labels"]))
     return TokenBatches(ids, targets, config.batch_size if train else EVALUATION_BATCH, device, train)
 

@@ -51,11 +51,11 @@ def train(version: DatasetVersion, config: TrainConfig, device: torch.device,
     network, record = modality.build_model(config, {**version.meta, "path": str(version.path)}, parent)
     model, precision = _start(network, config, device)
     fit_idx, val_idx = holdout_indices(version, config)
-    validation = modality.batches(version, val_idx, config, device, train=False)
+    validation = modality.batches(version, val_idx, config, device, train=False, record=record)
     if starts_trained(config, record):
         phases, feature_cache = transfer_phases(model, record, modality, version, fit_idx, config, device, precision)
     else:
-        phases, feature_cache = [single_phase(config, lambda: modality.batches(version, fit_idx, config, device, train=True))], ""
+        phases, feature_cache = [single_phase(config, lambda: modality.batches(version, fit_idx, config, device, train=True, record=record))], ""
     result = run_phases(model, phases, validation, config, device, precision, checkpoint_path, on_epoch_end, progress)
     return replace(result, record=record, feature_cache=feature_cache)
 

@@ -55,7 +55,8 @@ def transfer_phases(model: TransferNet, record: dict, modality: Modality, versio
 
     def head_batches() -> BatchSource:
         cached = cached_features(cache, lambda: embed(
-            model, modality.batches(version, fit_idx, config, device, train=False), device, precision), device)
+            model, modality.batches(version, fit_idx, config, device, train=False, record=record), device, precision),
+            device)
         return TensorBatches(cached["features"], cached["targets"], config.batch_size, device, lambda x, _: x, shuffle=True)
 
     factor = config.fine_tune_lr_factor
@@ -65,7 +66,7 @@ def transfer_phases(model: TransferNet, record: dict, modality: Modality, versio
                  parameters=lambda m: freeze(m, None), forward=_head, one_cycle=False,
                  label_smoothing=LABEL_SMOOTHING, autocast=False, early_stopping=False, metrics={"phase": 1})
     fine_tune = Phase(name="fine-tune", epochs=config.epochs, learning_rate=config.learning_rate * factor,
-                      batches=lambda: modality.batches(version, fit_idx, config, device, train=True),
+                      batches=lambda: modality.batches(version, fit_idx, config, device, train=True, record=record),
                       parameters=lambda m: freeze(m, config.unfreeze), label_smoothing=LABEL_SMOOTHING,
                       metrics={"phase": 2})
     return [head, fine_tune], str(cache)

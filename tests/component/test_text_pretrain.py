@@ -147,11 +147,21 @@ def test_a_backbone_of_the_other_modality_is_one_config_error(pretrained):
     torch.testing.assert_close(network.features.bert.state_dict(), parent.network.encoder.state_dict())
 
 
-def test_a_backbone_of_another_vocabulary_is_refused(pretrained, tmp_path):
+def test_a_backbone_of_another_vocabulary_brings_its_own_tokenizer(pretrained, tmp_path):
+    # A parent pre-trained on another version (or dataset) reads with its own vocabulary: the
+    # classifier's batches are tokenized with it, not with this version's.
     parent = load_backbone(f"models:/{pretrained['registered'].name}@pretrained")
     other = tmp_path / "other.json"
     train_wordpiece(["entirely different words", "from another corpus"], 200, True).save(str(other))
     stranger = ParentModel(parent.uri, parent.network, {**parent.config, "tokenizer_file": str(other)})
-    meta = {**pretrained["dataset"].meta, "path": str(pretrained["dataset"].path)}
-    with pytest.raises(ConfigError, match="reads with another vocabulary than dataset sms-mlm-small"):
-        TEXT.build_model(TrainConfig(model="bert-tiny", backbone=parent.uri, max_length=32), meta, stranger)
+    version = pretrained["dataset"]
+    meta = {**version.meta, "path": str(version.path)}
+    config = TrainConfig(model="bert-tiny", backbone=parent.uri, max_length=32)
+    _, record = TEXT.build_model(config, meta, stranger)
+    assert record["tokenizer_source"] == str(other) and record["pretrained"] == f"registry:{parent.uri}"
+    rows = version.indices("train")[:16]
+    theirs = TEXT.batches(version, rows, config, torch.device("cpu"), train=False, record=record)
+    ours = TEXT.batches(version, rows, config, torch.device("cpu"), train=False)
+    their_ids = torch.cat([ids[ids != 0] for ids, _ in theirs.epoch(None)])
+    our_ids = torch.cat([ids[ids != 0] for ids, _ in ours.epoch(None)])
+    assert int(their_ids.max()) < 200 <= int(our_ids.max())  # the other vocabulary's ids, not this version's
