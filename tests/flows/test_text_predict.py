@@ -139,7 +139,7 @@ def test_keel_predict_scores_csv_parquet_and_jsonl_texts_with_per_row_errors(tmp
     manifest = json.loads((tmp_path / "scored" / "texts.manifest.json").read_text())
     known = predictions[predictions["true_class"] != "eggs"]
     assert (known["true_label"] == known["true_class"].map({"ham": 0, "spam": 1})).all()
-    assert manifest["summary"]["labelled_rows"] == 59  # every scored row but the unknown class
+    assert manifest["summary"]["labelled_rows"] == 60  # every scored row but the unknown class
     assert manifest["summary"]["accuracy"] == pytest.approx((known["predicted_label"] == known["true_label"]).mean())
 
     stamp = out.stat().st_mtime_ns

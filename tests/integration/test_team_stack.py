@@ -38,6 +38,7 @@ POSTGRES_WITH_PASSWORD = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432"
 TRAINING = "keel-training/weekly-retraining"
 SCORING = "keel-batch-predict/daily-scoring"
 VALIDATION = "keel-validate-incoming/validate-incoming"
+PRETRAINING = "keel-pretraining/text-pretraining"  # on demand: no schedule
 CRASH_AFTER = 40  # seconds without a heartbeat (sent every 30 s) before a run is marked crashed
 
 
@@ -115,7 +116,7 @@ def test_stack_runs_on_postgres_with_prefect_yaml_deployed(team):
     with _client() as client:
         assert {p.name: p.concurrency_limit for p in client.read_work_pools()}.items() >= POOLS.items()
         deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-        assert set(deployments) == {TRAINING, SCORING, VALIDATION}
+        assert set(deployments) == {TRAINING, SCORING, VALIDATION, PRETRAINING}
         assert deployments[TRAINING].work_pool_name == "gpu"
         assert deployments[SCORING].work_pool_name == deployments[VALIDATION].work_pool_name == "cpu"
         assert deployments[TRAINING].schedules[0].schedule.cron == "0 3 * * 1"
