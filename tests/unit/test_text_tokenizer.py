@@ -5,7 +5,9 @@ padding and the out-of-vocabulary rate."""
 import pandas as pd
 import pytest
 
-from keel.data.tokenizer import SPECIAL, encode, load_tokenizer, minilm_folder, oov_rate, pad_batch, train_wordpiece
+from keel.core.errors import ConfigError
+from keel.data.tokenizer import (MINILM_SHA256, SPECIAL, check_minilm, encode, load_tokenizer, minilm_folder, oov_rate,
+                                 pad_batch, train_wordpiece)
 from tests.conftest import REPO
 
 SMS = REPO / "data" / "sms-spam" / "sms_spam.csv.gz"
@@ -64,3 +66,20 @@ def test_the_oov_rate_is_the_share_of_words_the_vocabulary_cannot_spell(messages
     greek = ["Καλημέρα σας, πού είναι ο σταθμός;", "Ευχαριστώ πολύ για τη βοήθεια"]
     assert oov_rate(trained, greek) > 0.5
     assert oov_rate(trained, ["hello ψψψ"]) == pytest.approx(0.5) and oov_rate(trained, ["", "  "]) == 0.0
+
+
+def test_the_packaged_encoder_is_read_only_when_its_files_are_the_pinned_ones(tmp_path):
+    folder = minilm_folder()  # the installed package passes
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in MINILM_SHA256:
+        (copy / name).write_bytes((folder / name).read_bytes())
+    assert check_minilm(copy) == copy
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    (tampered / "tokenizer.json").write_text((folder / "tokenizer.json").read_text().replace('"[UNK]"', '"[UNKNOWN]"'))
+    with pytest.raises(ConfigError, match="tokenizer.json has sha256 .* not the all-MiniLM-L6-v2 file Keel pins"):
+        check_minilm(tampered)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        check_minilm(tmp_path / "missing")
