@@ -22,7 +22,7 @@ from keel.stages.ingest import split_tags, stored
 from keel.stages.pretraining import load_pretrained
 from keel.stages.runs import close_run
 from keel.tracking import client as tracking
-from keel.tracking.promotion import AliasConflict, current_version, move_alias
+from keel.stages.registration import point_alias, registered_from_run
 from keel.tracking.registry import register
 
 PRETRAINED = "pretrained"  # the alias a new pre-trained version gets unless told otherwise
@@ -40,14 +40,9 @@ def register_pretrained_stage(run: RunRef, version: VersionRef, trained: Trainin
     dataset = stored(version)
     name = model_name or mlm_model_name(dataset.name)
     client = tracking.client()
-    done = client.search_model_versions(f"name='{name}' and run_id='{run.run_id}'")
-    if done:
-        mv = done[0]
-        registered = RegisteredVersion(name=name, version=str(mv.version), model_uri=f"models:/{name}/{mv.version}",
-                                       run_id=run.run_id, tags={k: v for k, v in mv.tags.items() if not k.startswith("keel.")})
-    else:
-        registered = _log_and_register(client, name, run, dataset, trained, metrics)
-    point_alias(client, registered, alias)
+    registered = registered_from_run(client, name, run.run_id) or _log_and_register(
+        client, name, run, dataset, trained, metrics)
+    point_alias(client, registered, alias, f"pre-trained in run {registered.run_id}")
     close_run(client, run)
     return registered
 
@@ -73,22 +68,6 @@ def _log_and_register(client, name: str, run: RunRef, dataset: DatasetVersion, t
                       description=f"{config['architecture']} masked language model pre-trained on {dataset.name} "
                       f"{dataset.id}", model_description="Keel masked language model (fill-mask)")
     return RegisteredVersion(name=name, version=number, model_uri=f"models:/{name}/{number}", run_id=run.run_id, tags=tags)
-
-
-def point_alias(client, registered: RegisteredVersion, alias: str, attempts: int = 3) -> None:
-    """Points `alias` at the registered version (compare-and-set, recorded in the alias history),
-    unless it is there already or a newer version (registered since) holds it."""
-    for _ in range(attempts):
-        current = current_version(client, registered.name, alias)
-        if current is not None and int(current) >= int(registered.version):
-            return
-        try:
-            move_alias(client, registered.name, alias, registered.version, current, "registered",
-                       f"pre-trained in run {registered.run_id}")
-            return
-        except AliasConflict:
-            continue  # another registration moved it meanwhile: look again
-    raise AliasConflict(f"{registered.name}@{alias} kept moving; gave up after {attempts} attempts")
 
 
 def masked_examples(dataset: DatasetVersion, column: str, count: int = 2) -> pd.DataFrame:

@@ -21,7 +21,6 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from keel.core import settings
-from keel.core.atomic import atomic_path
 from keel.core.config import load_dataset_config
 from keel.core.contracts import Contract, IngestedVersion, RegisteredVersion, RunRef, TrainingSummary, VersionRef
 from keel.core.pretrain_config import PretrainConfig
@@ -30,7 +29,7 @@ from keel.models.device import select_device, select_precision, set_threads
 from keel.models.masked_lm import MaskedLanguageModel, build_masked_lm
 from keel.stages.ingest import split_tags, stored
 from keel.stages.runs import experiment_name, hold_run_lock, log_dataset_input
-from keel.stages.training import TOKENIZER_FILE, _log_training
+from keel.stages.training import epoch_logger, log_training, saved_model, with_tokenizer
 from keel.tracking import client as tracking
 from keel.training.checkpoint import config_key
 from keel.training.pretrain import masked_batches, masked_token_metrics, pretrain, require_texts
@@ -107,28 +106,14 @@ def pretrain_stage(run: RunRef, version: VersionRef, config: PretrainConfig,
     client = tracking.client()
     dataset = stored(version)
     folder = Path(run.checkpoint_dir)
-
-    def log_epoch(epoch: int, metrics: dict, _model) -> None:
-        now = int(time.time() * 1000)
-        client.log_batch(run.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
-
+    log_epoch = epoch_logger(client, run.run_id)
     result = pretrain(dataset, config, select_device(config.device), folder / "last.pt", on_epoch_end=log_epoch,
                       progress=progress)
-    planned_epochs = _log_training(client, run.run_id, result, log_epoch)
-    record = dict(result.record)
-    with atomic_path(folder / TOKENIZER_FILE) as tmp:  # the vocabulary travels with the weights
-        shutil.copyfile(record.pop("tokenizer_source"), tmp)
-    spec = {**record, "tokenizer": TOKENIZER_FILE, "inference_precision": "auto", "dataset": dataset.name,
+    planned_epochs = log_training(client, run.run_id, result, log_epoch)
+    # The vocabulary travels with the weights.
+    spec = {**with_tokenizer(result.record, folder), "inference_precision": "auto", "dataset": dataset.name,
             "dataset_version": dataset.id}
-    model_path = folder / "model.pt"
-    with atomic_path(model_path) as tmp:
-        torch.save({"state_dict": result.model.state_dict(), "model_config": spec}, tmp)
-    return TrainingSummary(
-        model_path=str(model_path), epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-        stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
-        train_seconds=result.train_seconds, loop_seconds=result.loop_seconds, device=result.device,
-        precision=result.precision, planned_epochs=planned_epochs, stop_reason=result.stop_reason,
-        history=result.history)
+    return saved_model(folder / "model.pt", result, spec, planned_epochs)
 
 
 def load_pretrained(model_path: str) -> tuple[MaskedLanguageModel, dict]:

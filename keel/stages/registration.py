@@ -33,14 +33,9 @@ def register_stage(run: RunRef, version: VersionRef, trained: TrainingSummary, m
     dataset = stored(version)
     name = model_name or f"keel-{dataset.name}"
     client = tracking.client()
-    done = client.search_model_versions(f"name='{name}' and run_id='{run.run_id}'")
-    if done:
-        mv = done[0]
-        registered = RegisteredVersion(name=name, version=str(mv.version), model_uri=f"models:/{name}/{mv.version}",
-                                       run_id=run.run_id, tags={k: v for k, v in mv.tags.items() if not k.startswith("keel.")})
-    else:
-        registered = _log_and_register(client, name, run, dataset, trained, metrics)
-    make_challenger(client, registered)
+    registered = registered_from_run(client, name, run.run_id) or _log_and_register(
+        client, name, run, dataset, trained, metrics)
+    point_alias(client, registered, CHALLENGER, f"new version from run {registered.run_id}")
     close_run(client, run)
     return registered
 
@@ -68,20 +63,30 @@ def _log_and_register(client, name: str, run: RunRef, dataset: DatasetVersion, t
     return RegisteredVersion(name=name, version=number, model_uri=f"models:/{name}/{number}", run_id=run.run_id, tags=tags)
 
 
-def make_challenger(client, registered: RegisteredVersion, attempts: int = 3) -> None:
-    """Points `challenger` at the registered version, unless it is there already or a newer
-    version (registered since) holds it."""
+def registered_from_run(client, name: str, run_id: str) -> RegisteredVersion | None:
+    """The version of `name` that run `run_id` registered already (a retried registration
+    registers nothing twice), or None."""
+    done = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if not done:
+        return None
+    mv = done[0]
+    return RegisteredVersion(name=name, version=str(mv.version), model_uri=f"models:/{name}/{mv.version}",
+                             run_id=run_id, tags={k: v for k, v in mv.tags.items() if not k.startswith("keel.")})
+
+
+def point_alias(client, registered: RegisteredVersion, alias: str, reason: str, attempts: int = 3) -> None:
+    """Points `alias` at the registered version (compare-and-set, recorded in the alias history
+    with `reason`), unless it is there already or a newer version (registered since) holds it."""
     for _ in range(attempts):
-        current = current_version(client, registered.name, CHALLENGER)
+        current = current_version(client, registered.name, alias)
         if current is not None and int(current) >= int(registered.version):
             return
         try:
-            move_alias(client, registered.name, CHALLENGER, registered.version, current, "registered",
-                       f"new version from run {registered.run_id}")
+            move_alias(client, registered.name, alias, registered.version, current, "registered", reason)
             return
         except AliasConflict:
             continue  # another registration moved it meanwhile: look again
-    raise AliasConflict(f"{registered.name}@{CHALLENGER} kept moving; gave up after {attempts} attempts")
+    raise AliasConflict(f"{registered.name}@{alias} kept moving; gave up after {attempts} attempts")
 
 
 def input_example(dataset: DatasetVersion) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from keel.models.text import build_text_model
 from keel.serving.masked_lm import load_backbone
 from keel.stages.ingest import stored
 from keel.tracking import client as tracking
-from keel.training.loop import TrainResult
+from keel.training.loop import EpochCallback, TrainResult
 from keel.training.train import train
 
 TOKENIZER_FILE = "tokenizer.json"  # a text model's tokenizer, beside its model.pt
@@ -62,11 +62,7 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
     dataset = stored(version)
     device = select_device(train_config.device)
     folder = Path(run.checkpoint_dir)
-
-    def log_epoch(epoch: int, metrics: dict, _model) -> None:
-        now = int(time.time() * 1000)
-        client.log_batch(run.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
-
+    log_epoch = epoch_logger(client, run.run_id)
     parent = None
     if train_config.backbone:  # a registered model's features (an image model's, a text model's encoder) start this one
         parent = load_backbone(train_config.backbone)
@@ -75,16 +71,36 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
     if result.pretrained is not None:  # a transfer network
         client.set_tag(run.run_id, "keel.pretrained", result.pretrained)
         client.set_tag(run.run_id, "keel.phase_boundary_epoch", str(result.phase_boundary))
-    planned_epochs = _log_training(client, run.run_id, result, log_epoch)
-    model_path = folder / "model.pt"
-    record = dict(result.record)
+    planned_epochs = log_training(client, run.run_id, result, log_epoch)
+    spec = model_spec(dataset, with_tokenizer(result.record, folder))
+    return saved_model(folder / "model.pt", result, spec.model_dump(), planned_epochs)
+
+
+def epoch_logger(client, run_id: str) -> EpochCallback:
+    """The loop's `on_epoch_end`: each epoch's metrics logged to run `run_id` in one batch call."""
+    def log_epoch(epoch: int, metrics: dict, _model) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+    return log_epoch
+
+
+def with_tokenizer(record: dict, folder: Path) -> dict:
+    """A network's record for its spec: a text model's tokenizer (`tokenizer_source`) copied into
+    `folder` beside the weights, named by `tokenizer`; other records as they are."""
+    record = dict(record)
     tokenizer = record.pop("tokenizer_source", None)
     if tokenizer is not None:  # a text model reads with this file: it travels with the weights
         with atomic_path(folder / TOKENIZER_FILE) as tmp:
             shutil.copyfile(tokenizer, tmp)
         record["tokenizer"] = TOKENIZER_FILE
-    spec = model_spec(dataset, record)
-    torch.save({"state_dict": result.model.state_dict(), "model_config": spec.model_dump()}, model_path)
+    return record
+
+
+def saved_model(model_path: Path, result: TrainResult, model_config: dict, planned_epochs: int) -> TrainingSummary:
+    """Saves the trained weights with their JSON-able config at `model_path` (atomically) and
+    returns how training went."""
+    with atomic_path(model_path) as tmp:
+        torch.save({"state_dict": result.model.state_dict(), "model_config": model_config}, tmp)
     return TrainingSummary(
         model_path=str(model_path), epochs_run=result.epochs_run, best_epoch=result.best_epoch,
         stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
@@ -93,7 +109,7 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
         history=result.history)
 
 
-def _log_training(client, run_id: str, result: TrainResult, log_epoch) -> int:
+def log_training(client, run_id: str, result: TrainResult, log_epoch) -> int:
     """Logs what the run lacks of the epochs, the loop's figures and the learning curves;
     returns the epochs the schedule spans."""
     # A run killed between an epoch's checkpoint and its log_batch resumes after that epoch:

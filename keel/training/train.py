@@ -55,7 +55,8 @@ def train(version: DatasetVersion, config: TrainConfig, device: torch.device,
     if starts_trained(config, record):
         phases, feature_cache = transfer_phases(model, record, modality, version, fit_idx, config, device, precision)
     else:
-        phases, feature_cache = [single_phase(config, lambda: modality.batches(version, fit_idx, config, device, train=True, record=record))], ""
+        fitted = lambda: modality.batches(version, fit_idx, config, device, train=True, record=record)  # noqa: E731
+        phases, feature_cache = [single_phase(config, fitted)], ""
     result = run_phases(model, phases, validation, config, device, precision, checkpoint_path, on_epoch_end, progress)
     return replace(result, record=record, feature_cache=feature_cache)
 

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.core.atomic import atomic_path, folder_lock, replace_dir, temporary_beside, writing_into
+from keel.core.atomic import atomic_path, folder_lock
 from keel.core.config import DatasetConfig
 from keel.core.errors import ConfigError, DatasetError, KeelError
 from keel.core.io import decompress, read_bytes, sha256_hex
@@ -48,7 +48,7 @@ from keel.validation.drift import drift_table
 from keel.validation.quarantine import Judgement, judge
 from keel.validation.report import REJECTED, BatchResult
 from keel.validation.report_files import write_report
-from keel.validation.report_folder import check_report_dir
+from keel.validation.report_folder import building_report, check_report_dir
 from keel.validation.suite import Suite, load_suite
 from keel.validation.text_batch import validate_text_batch
 from keel.validation.text_rows import curated_text_columns
@@ -153,10 +153,7 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
     checked = _tables(config, parsed, suite, id_column)
     timings["prepare"] = time.perf_counter() - tick
 
-    # Built beside the final folder (a dead writer's leftovers removed first), then put in its
-    # place whole; a full disk names the folder instead of failing as an outage to retry.
-    with (writing_into(final.parent, "free space there or pass --report a folder on another disk"),
-          temporary_beside(final, directory=True) as staged):
+    with building_report(final) as staged:
         run = run_suites(checked.tables, {t: suite.expectations(t, checked.available) for t in checked.tables},
                          f"{config.name}-{sha[:12]}", staged / "docs")
         timings["gx"] = run.seconds
@@ -166,8 +163,6 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
         timings["checks"] = timings["read"] + timings["prepare"] + timings["gx"] + timings["quarantine"]
         result = _result(config, str(input_path), sha, suite, parsed, checked, judged, timings, final)
         write_report(staged, final, result, parsed, checked.profile, judged, config, id_column)
-        check_report_dir(final)  # again: nothing else may have taken the folder meanwhile
-        replace_dir(staged, final)
     return result
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from keel.core.atomic import ensure_writable_folder
+from keel.core.atomic import ensure_writable_folder, replace_dir, temporary_beside, writing_into
 from keel.core.errors import OutputError
 
 # Every report folder Keel writes holds this file; only such a folder (or an empty one, or one
@@ -42,3 +44,15 @@ def check_report_dir(final: Path) -> None:
         raise OutputError(f"{final}: the folder exists and is not a Keel report (no {REPORT_MARKER} file), so writing "
                           "the report would delete what it holds; pass --report a new or empty folder")
     ensure_writable_folder(final.parent, "pass --report a folder you can write to")
+
+
+@contextlib.contextmanager
+def building_report(final: Path) -> Iterator[Path]:
+    """A folder to write the report into, built beside `final` (a dead writer's leftovers removed
+    first) and put in its place whole when the block ends, after checking again that nothing
+    else took `final` meanwhile; a full disk names the folder instead of failing as an outage."""
+    with (writing_into(final.parent, "free space there or pass --report a folder on another disk"),
+          temporary_beside(final, directory=True) as staged):
+        yield staged
+        check_report_dir(final)
+        replace_dir(staged, final)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from keel.core import settings
-from keel.core.atomic import replace_dir, temporary_beside, writing_into
 from keel.core.config import DatasetConfig
 from keel.core.errors import DatasetError
 from keel.core.io import read_bytes, sha256_hex
@@ -31,7 +30,7 @@ from keel.validation.checks import class_table, failures_of, run_suites
 from keel.validation.drift import drift_table
 from keel.validation.quarantine import decide
 from keel.validation.report import REJECTED, BatchResult
-from keel.validation.report_folder import check_report_dir
+from keel.validation.report_folder import building_report, check_report_dir
 from keel.validation.suite import Suite, load_suite, suite_path
 from keel.validation.text_drift import (drivers_sentence, moved_classes, nearest_classes, oov_counts, oov_test,
                                         over_represented_words, shift_test, text_drift_rows, two_sample_tokens)
@@ -150,8 +149,7 @@ def validate_text_batch(config: DatasetConfig, input_path: str, report_dir: str 
     tick = time.perf_counter()
     checked = _checked(config, rows, suite, version, raw_classes, id_column)
     timings["prepare"] = time.perf_counter() - tick
-    with (writing_into(final.parent, "free space there or pass --report a folder on another disk"),
-          temporary_beside(final, directory=True) as staged):
+    with building_report(final) as staged:
         run = run_suites(checked.tables, {t: suite.expectations(t, checked.available) for t in checked.tables},
                          f"{config.name}-{sha[:12]}", staged / "docs")
         timings["gx"] = run.seconds
@@ -167,6 +165,4 @@ def validate_text_batch(config: DatasetConfig, input_path: str, report_dir: str 
             problems=judged.problems, failures=judged.failures, drift=checked.drift, anomaly={}, seconds=timings,
             report_dir=str(final), drift_drivers=checked.drivers)
         write_text_report(staged, final, result, rows, checked.profile, judged, config, id_column)
-        check_report_dir(final)  # again: nothing else may have taken the folder meanwhile
-        replace_dir(staged, final)
     return result
