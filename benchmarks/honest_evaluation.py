@@ -113,7 +113,7 @@ def group_child(copies: int, rows: int | None, out: str) -> None:
 
 
 def run_grouping(copies: int, rows: int | None, folder: Path) -> dict:
-    from benchmarks.train_sign_mnist import ForeignCpu
+    from benchmarks.train_sign_mnist import ForeignCpu, time_v_figures
 
     command = [sys.executable, str(Path(__file__).resolve()), "--group-child", str(copies), "--out", str(folder),
                *(["--rows", str(rows)] if rows else [])]
@@ -126,13 +126,8 @@ def run_grouping(copies: int, rows: int | None, folder: Path) -> dict:
         raise SystemExit(f"[grouping x{copies}] failed with exit status {done.returncode}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures.update(wall_seconds=wall, peak_rss_mb=None, foreign_cpu_seconds=foreign.seconds(), measured_by="perf_counter")
-    for line in done.stderr.splitlines() if timed else []:
-        name, _, value = line.strip().rpartition(": ")
-        if name.startswith("Elapsed (wall clock) time"):
-            figures["wall_seconds"] = sum(float(x) * 60 ** i for i, x in enumerate(reversed(value.split(":"))))
-            figures["measured_by"] = "/usr/bin/time -v"
-        elif name == "Maximum resident set size (kbytes)":
-            figures["peak_rss_mb"] = int(value) / 1024
+    if timed:
+        figures.update(time_v_figures(done.stderr))
     print(f"[grouping] {figures['rows']:,} rows: features + grouping {figures['seconds']:.1f} s in-process, "
           f"wall {figures['wall_seconds']:.1f} s, peak RSS {figures['peak_rss_mb'] or float('nan'):.0f} MB, "
           f"{figures['groups']:,} groups (median size {figures['median_group_size']:g}, largest {figures['largest_group']}), "

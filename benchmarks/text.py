@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.train_sign_mnist import ForeignCpu, machine  # noqa: E402
+from benchmarks.train_sign_mnist import ForeignCpu, machine, time_v_figures  # noqa: E402
 
 SMOKE_ROWS = 300
 SMOKE_TRAIN = ["--epochs", "1", "--head-epochs", "1", "--max-length", "32"]
@@ -147,13 +147,8 @@ def timed_process(command: list[str], env: dict, cwd: Path, log: Path) -> dict:
     figures = {"wall_seconds": time.perf_counter() - started, "peak_rss_mb": None, "measured_by": "perf_counter",
                "returncode": done.returncode, "foreign_cpu_seconds": foreign.seconds()}
     output = log.read_text(errors="replace")
-    for line in output.splitlines() if timer else []:
-        name, _, value = line.strip().rpartition(": ")
-        if name.startswith("Elapsed (wall clock) time"):
-            figures["wall_seconds"] = sum(float(x) * 60 ** i for i, x in enumerate(reversed(value.split(":"))))
-            figures["measured_by"] = "/usr/bin/time -v"
-        elif name == "Maximum resident set size (kbytes)":
-            figures["peak_rss_mb"] = int(value) / 1024
+    if timer:
+        figures.update(time_v_figures(output))
     figures["output"] = output
     return figures
 

@@ -81,6 +81,20 @@ def machine() -> dict:
             "load_average": list(os.getloadavg())}
 
 
+def time_v_figures(output: str) -> dict:
+    """What `/usr/bin/time -v` printed into `output`: whole-process wall seconds and peak RSS
+    (MB), with `measured_by` set; an empty dict when it printed neither."""
+    figures = {}
+    for line in output.splitlines():
+        name, _, value = line.strip().rpartition(": ")
+        if name.startswith("Elapsed (wall clock) time"):
+            figures["wall_seconds"] = sum(float(x) * 60 ** i for i, x in enumerate(reversed(value.split(":"))))
+            figures["measured_by"] = "/usr/bin/time -v"
+        elif name == "Maximum resident set size (kbytes)":
+            figures["peak_rss_mb"] = int(value) / 1024
+    return figures
+
+
 class ForeignCpu:
     """CPU seconds that other processes used on this machine during a phase (they skew timings).
 

@@ -21,6 +21,7 @@ from keel.modalities.worst import TEXT_CHARACTERS, text_table
 from keel.models.device import predict_logits, select_precision
 from keel.training.train import train
 from tests.conftest import REPO
+from tests.interrupt import Killed, kill_after
 from tests.text_models import sms_rows
 
 CPU = torch.device("cpu")
@@ -51,17 +52,6 @@ def version(tmp_path_factory, sms_config):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_HOME", str(home))
         yield ingest(load_dataset_config(sms_config), home / "versions").version
-
-
-class Killed(Exception):
-    pass
-
-
-def _kill_after(epoch_to_kill):
-    def callback(epoch, metrics, model):
-        if epoch == epoch_to_kill:
-            raise Killed  # after the epoch's checkpoint was written, as a SIGKILL would be
-    return callback
 
 
 def _same_run(a, b):
@@ -109,15 +99,15 @@ def test_minilm_starts_from_the_packaged_encoder_and_trains_in_two_phases(versio
     assert accuracy > max(labels.mean(), 1 - labels.mean()) + 0.03
 
 
-@pytest.mark.parametrize("config, kill_after", [(TINY.model_copy(update={"epochs": 3}), 1),
+@pytest.mark.parametrize("config, killed_at", [(TINY.model_copy(update={"epochs": 3}), 1),
                                                 (MINILM, 1)], ids=["bert-tiny", "minilm"])
-def test_a_killed_text_run_resumes_to_where_an_uninterrupted_one_ends(tmp_path, version, config, kill_after):
+def test_a_killed_text_run_resumes_to_where_an_uninterrupted_one_ends(tmp_path, version, config, killed_at):
     straight = train(version, config, CPU, tmp_path / "a.pt", progress=False)
     with pytest.raises(Killed):
-        train(version, config, CPU, tmp_path / "b.pt", on_epoch_end=_kill_after(kill_after), progress=False)
+        train(version, config, CPU, tmp_path / "b.pt", on_epoch_end=kill_after(killed_at), progress=False)
     torch.manual_seed(1234)  # another process: its own random state (dropout draws from torch's)
     resumed = train(version, config, CPU, tmp_path / "b.pt", progress=False)
-    assert resumed.resumed_from_epoch == kill_after and resumed.epochs_run == straight.epochs_run
+    assert resumed.resumed_from_epoch == killed_at and resumed.epochs_run == straight.epochs_run
     _same_run(straight, resumed)
 
 

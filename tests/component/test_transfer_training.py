@@ -8,6 +8,7 @@ from keel.core.config import TrainConfig, load_dataset_config
 from keel.modalities import ingest
 from keel.training.train import train
 from tests.image_data import fruits_config, small_fruits
+from tests.interrupt import Killed, kill_after
 
 CPU = torch.device("cpu")
 TIMINGS = ("epoch_seconds", "images_per_second")
@@ -20,22 +21,11 @@ def fruits(tmp_path, keel_home):
     return ingest(load_dataset_config(fruits_config(tmp_path, root, size=32)), tmp_path / "versions").version
 
 
-class Killed(Exception):
-    pass
-
-
-def _kill_after(epoch_to_kill):
-    def callback(epoch, metrics, model):
-        if epoch == epoch_to_kill:
-            raise Killed  # after the epoch's checkpoint was written, as a SIGKILL would be
-    return callback
-
-
 def test_an_interrupted_fine_tuning_resumes_after_its_last_checkpoint(tmp_path, fruits):
     config = TrainConfig(model="resnet18", image_size=32, head_epochs=1, epochs=3, batch_size=8, workers=0)
     checkpoint = tmp_path / "last.pt"
     with pytest.raises(Killed):
-        train(fruits, config, CPU, checkpoint, on_epoch_end=_kill_after(2))
+        train(fruits, config, CPU, checkpoint, on_epoch_end=kill_after(2))
     seen = []
     result = train(fruits, config, CPU, checkpoint, on_epoch_end=lambda e, m, _: seen.append(e))
     assert result.resumed_from_epoch == 2 and seen == [3, 4] and result.epochs_run == 4
@@ -52,7 +42,7 @@ def test_a_resumed_fine_tuning_ends_where_an_uninterrupted_one_ends(tmp_path, fr
     config = TrainConfig(model="resnet18", image_size=32, head_epochs=2, epochs=3, batch_size=8, workers=workers)
     straight = train(fruits, config, CPU, tmp_path / "a.pt")
     with pytest.raises(Killed):
-        train(fruits, config, CPU, tmp_path / "b.pt", on_epoch_end=_kill_after(3))
+        train(fruits, config, CPU, tmp_path / "b.pt", on_epoch_end=kill_after(3))
     torch.manual_seed(1234)  # another process: its own random state
     resumed = train(fruits, config, CPU, tmp_path / "b.pt")
     assert resumed.resumed_from_epoch == 3 and resumed.epochs_run == straight.epochs_run == 5

@@ -16,10 +16,7 @@ registry), tests/integration/test_team_stack.py (auth), tests/flows/test_secrets
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
-import logging
 import os
 import re
 import struct
@@ -31,6 +28,7 @@ import pandas as pd
 import pytest
 
 from cli.main import main
+from tests.console import console
 from flows.prefect_api import free_port
 from tests.incoming_data import REPO, clean_batch
 
@@ -147,29 +145,6 @@ PROBES = {
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
-@contextlib.contextmanager
-def console():
-    """What the command prints: its own stdout and stderr, and what Prefect's console handlers
-    write (pytest's capfd would close the stream those handlers keep between tests)."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    out, err = io.StringIO(), io.StringIO()
-    handlers = {handler for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-                if isinstance(logger, logging.Logger) for handler in logger.handlers
-                if isinstance(handler, PrefectConsoleHandler)}
-    saved = [(handler, handler.stream, handler.console.file) for handler in handlers]
-    for handler in handlers:
-        handler.setStream(err)
-        handler.console.file = err
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            yield out, err
-    finally:
-        for handler, stream, file in saved:
-            handler.setStream(stream)
-            handler.console.file = file
 
 
 @pytest.mark.parametrize("name", PROBES)

@@ -2,43 +2,18 @@
 JSONL files of real messages with planted bad rows, per-row errors, truncated texts flagged,
 accuracy on class names, reuse on a rerun."""
 
-import contextlib
 import gzip
 import hashlib
-import io
 import json
-import logging
 
 import pandas as pd
 import pytest
 
 from cli.main import main
+from tests.console import console
 from tests.text_models import LONG_TEXT, MAX_LENGTH, sms_rows, write_sms_config
 
 MOJIBAKE = "I love the cafÃ© near the station"
-
-
-@contextlib.contextmanager
-def console():
-    """What the command prints, with Prefect's console handlers pointed at it too (pytest's
-    capsys would close the stream those handlers keep between tests; tests/flows/test_hostile_inputs.py)."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    out, err = io.StringIO(), io.StringIO()
-    handlers = {handler for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-                if isinstance(logger, logging.Logger) for handler in logger.handlers
-                if isinstance(handler, PrefectConsoleHandler)}
-    saved = [(handler, handler.stream, handler.console.file) for handler in handlers]
-    for handler in handlers:
-        handler.setStream(err)
-        handler.console.file = err
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            yield out, err
-    finally:
-        for handler, stream, file in saved:
-            handler.setStream(stream)
-            handler.console.file = file
 
 
 def keel(*argv: str) -> tuple[int, str, str]:

@@ -10,19 +10,9 @@ from keel.modalities import ingest
 from keel.training.train import fit, train
 from tests.conftest import NO_GPU
 from tests.image_data import fruits_config, small_fruits
+from tests.interrupt import Killed, kill_after
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
-
-
-class Killed(Exception):
-    pass
-
-
-def _kill_after(epoch_to_kill):
-    def callback(epoch, metrics, model):
-        if epoch == epoch_to_kill:
-            raise Killed
-    return callback
 
 
 def _assert_cpu_random_state(path):
@@ -36,7 +26,7 @@ def test_a_pixel_run_killed_on_the_gpu_resumes_there(tmp_path, small_config, cud
     config = TrainConfig(epochs=3, batch_size=64, patience=10, precision="fp32", augment={"enabled": False})
     train_split, validation = training_splits(version, config, cuda)
     with pytest.raises(Killed):
-        fit(train_split, validation, 24, config, checkpoint_path=tmp_path / "last.pt", on_epoch_end=_kill_after(1),
+        fit(train_split, validation, 24, config, checkpoint_path=tmp_path / "last.pt", on_epoch_end=kill_after(1),
             progress=False)
     _assert_cpu_random_state(tmp_path / "last.pt")
     resumed = fit(train_split, validation, 24, config, checkpoint_path=tmp_path / "last.pt", progress=False)
@@ -52,7 +42,7 @@ def test_a_fine_tuning_killed_on_the_gpu_resumes_there(tmp_path, keel_home, cuda
     version = ingest(load_dataset_config(fruits_config(tmp_path, root, size=32)), tmp_path / "versions").version
     config = TrainConfig(model="resnet18", image_size=32, head_epochs=1, epochs=2, batch_size=8, workers=1)
     with pytest.raises(Killed):
-        train(version, config, cuda, tmp_path / "last.pt", on_epoch_end=_kill_after(2))
+        train(version, config, cuda, tmp_path / "last.pt", on_epoch_end=kill_after(2))
     _assert_cpu_random_state(tmp_path / "last.pt")
     resumed = train(version, config, cuda, tmp_path / "last.pt")
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_run == 3 and resumed.device == "cuda"
