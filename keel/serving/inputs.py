@@ -1,16 +1,20 @@
-"""What a scoring job reads: the input files (pixel tables, text files, or photos), each read
-once, and the tables of rows it scores, each row named as the outputs name it (id, row number,
-input file).
+"""What a scoring job reads: the input files (pixel tables, text files, or photos), and the
+tables of rows it scores, each row named as the outputs name it (id, row number, input file).
 
-A file of pixel rows or texts is one table (rows numbered from 1, ids from the id column); a
-folder of photos is one table of every photo (numbered in path order, ids relative to the
-folder), the entries its listing refused (a link out of the folder...) reported with their reason.
-A text file (CSV, parquet or JSONL) is read as text datasets are (keel.data.text_table), so a
-text that is not a string or not UTF-8 reaches the model's preprocessing as it is, to be refused there.
+A file of pixel rows is read as a stream of record batches (keel.core.streams: a CSV gunzipped
+as it streams, parquet by row groups), each batch one table, rows numbered from 1 across the
+file, ids from the id column as written; the file's sha256 is taken by a chunked pass before,
+and checked against the bytes the batches came from. A file of texts (CSV, parquet or JSONL) is
+one table, read in memory when it is reached as text datasets are (keel.data.text_table), so a
+text that is not a string or not UTF-8 reaches the model's preprocessing as it is, to be
+refused there. A folder of photos is one table of every photo (numbered in path order, ids
+relative to the folder), read once, the entries its listing refused (a link out of the
+folder...) reported with their reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,26 +30,34 @@ from keel.core.config import DatasetConfig
 from keel.core.errors import DatasetError
 from keel.core.io import decompress, exists, is_remote, read_bytes, sha256_hex
 from keel.core.listing import list_files, visible_files
+from keel.core.streams import file_sha256, open_record_batches
 from keel.data.tables import check_unique_columns, strip_bom
 from keel.data.text_table import read_text_file
 from keel.serving.outputs import ERROR_COLUMNS
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 TEXT_SUFFIXES = (*INPUT_SUFFIXES, ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")  # what a text model scores
+# Pixel rows read, preprocessed, scored and written at a time, whatever the file's size. Arrow's
+# reader costs about 60 KB of memory per row of 784 text pixels (parsed, typed, as a matrix, as
+# images) while a batch is in flight: 2,048 rows keep it near 150 MB beside the 0.9 GB of torch
+# and the model, and larger batches are no faster (each is scored 1024 rows at a time anyway).
+BATCH_ROWS = 2048
 
 
 @dataclass
 class Inputs:
-    """Every input file of a job, read once: its bytes and sha256; and the entries a photo
-    listing refused (path -> reason), which are part of what was asked."""
+    """Every input file of a job and its sha256: photos with their bytes, read once; other
+    files (`blobs` None) hashed by a chunked pass and read again, as a stream, when scored;
+    and the entries a photo listing refused (path -> reason), which are part of what was asked."""
 
     files: list[str]
-    blobs: list[bytes]
+    blobs: list[bytes] | None
     refused: dict[str, str] = field(default_factory=dict)
     sha256: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sha256 = [sha256_hex(data) for data in self.blobs]
+        self.sha256 = ([sha256_hex(data) for data in self.blobs] if self.blobs is not None
+                       else [file_sha256(path) for path in self.files])
 
     def identity(self) -> list[dict]:
         return [{"file": path, "sha256": sha} for path, sha in zip(self.files, self.sha256)]
@@ -64,13 +76,13 @@ class ScoringTable:
 
 
 def read_inputs(input_path: str | Path, kind: str) -> Inputs:
-    """The files a job scores, read: photo files for an image model (`kind` "photos"), text
-    files for a text model ("texts"), else pixel tables ("pixels")."""
+    """The files a job scores, hashed: photo files for an image model (`kind` "photos"), read
+    whole; text files for a text model ("texts"), else pixel tables ("pixels"), read when scored."""
     if kind == "photos":
         files, refused = image_files(input_path)
-    else:
-        files, refused = input_files(input_path, TEXT_SUFFIXES if kind == "texts" else INPUT_SUFFIXES), {}
-    return Inputs([str(path) for path in files], [read_bytes(str(path)) for path in files], refused)
+        return Inputs([str(path) for path in files], [read_bytes(str(path)) for path in files], refused)
+    files = input_files(input_path, TEXT_SUFFIXES if kind == "texts" else INPUT_SUFFIXES)
+    return Inputs([str(path) for path in files], None)
 
 
 def input_files(path: str | Path, suffixes: tuple[str, ...] = INPUT_SUFFIXES) -> list[str]:
@@ -121,24 +133,46 @@ def read_table(path: str, data: bytes) -> pa.Table:
 
 def scoring_tables(inputs: Inputs, input_path: str | Path, kind: str, id_column: str,
                    model_config: Callable[[], dict] | None = None) -> Iterator[ScoringTable]:
-    """The tables a job scores, each parsed when it is reached: one per file of pixel rows or
-    texts, or one of every photo. `model_config` gives the model's config (text files are read
-    by its text and label columns; asked for when the first text file is reached)."""
+    """The tables a job scores, each read when it is reached: a batch of BATCH_ROWS rows of a
+    file of pixel rows at a time, one table per file of texts, or one of every photo.
+    `model_config` gives the model's config (text files are read by its text and label
+    columns; asked for when the first text file is reached)."""
     if kind == "photos":
         yield _photo_table(inputs, input_path)
         return
     if kind == "texts":
         config = model_config()
-        for path, data, sha in zip(inputs.files, inputs.blobs, inputs.sha256):
+        for path, sha in zip(inputs.files, inputs.sha256):
+            data = read_bytes(path)
+            if sha256_hex(data) != sha:
+                raise _changed(path)
             yield text_table(path, data, sha, config, id_column)
         return
-    for path, data, sha in zip(inputs.files, inputs.blobs, inputs.sha256):
-        table = read_table(path, data)
-        n = table.num_rows
+    for path, sha in zip(inputs.files, inputs.sha256):
+        yield from pixel_tables(path, sha, id_column)
+
+
+def pixel_tables(path: str, sha: str, id_column: str, batch_rows: int | None = None) -> Iterator[ScoringTable]:
+    """A file of pixel rows (CSV, gzip or not, or parquet) as tables of `batch_rows` rows
+    (BATCH_ROWS), numbered from 1 across the file, ids from `id_column` as written, else the
+    row number; a file whose bytes are not those hashed as `sha` (changed since) fails."""
+    digest, done = hashlib.sha256(), 0
+    for batch in open_record_batches(path, batch_rows or BATCH_ROWS, text_columns={id_column},
+                                     check_header=check_unique_columns, digest=digest):
+        table, n = pa.Table.from_batches([batch]), batch.num_rows
+        numbers = np.arange(done + 1, done + n + 1)
         ids = (np.asarray(table.column(id_column).to_pylist(), dtype=object) if id_column in table.column_names
-               else np.arange(1, n + 1))
-        yield ScoringTable(table, ids, np.arange(1, n + 1), np.full(n, path, dtype=object),
-                           np.full(n, sha, dtype=object), pd.DataFrame(columns=ERROR_COLUMNS))
+               else numbers)
+        yield ScoringTable(table, ids, numbers, np.full(n, path, dtype=object), np.full(n, sha, dtype=object),
+                           pd.DataFrame(columns=ERROR_COLUMNS))
+        done += n
+    if digest.hexdigest() != sha:
+        raise _changed(path)
+
+
+def _changed(path: str) -> DatasetError:
+    return DatasetError(f"{path}: the file changed while it was being scored (its sha256 is not the one taken "
+                        "before); score it again once it is complete")
 
 
 def text_table(path: str, data: bytes, sha: str, model_config: dict, id_column: str) -> ScoringTable:

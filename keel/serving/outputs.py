@@ -2,8 +2,9 @@
 
 A job writes three files: the predictions (`--output`), the errors beside it
 (`<stem>.errors.<fmt>`) and a manifest (`<stem>.manifest.json`: the model version, each input's
-sha256 and the summary). Each appears whole (a temporary file, then a rename; on fsspec URLs an
-upload under a temporary name, then a move). Keel refuses outputs that would destroy or
+sha256 and the summary). The predictions and errors grow batch by batch in temporaries beside
+them, and each appears whole (a rename when the job finishes; on fsspec URLs an upload under a
+temporary name, then a move). Keel refuses outputs that would destroy or
 mislabel data: the input itself, a file inside the input folder, a name whose extension says
 another format, and any file there that no manifest of Keel's names.
 """
@@ -14,16 +15,17 @@ import datetime as dt
 import json
 import os
 import tempfile
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
 import fsspec
 import pandas as pd
-import pyarrow as pa
 
 from keel.core.atomic import atomic_path, ensure_writable_folder, folder_lock, put_atomic, writing_into
 from keel.core.errors import KeelError, OutputError
 from keel.core.io import exists, is_remote, local_path, read_bytes
+from keel.core.streams import FrameSpool
 
 FORMATS = ("parquet", "csv", "jsonl")
 ERROR_COLUMNS = ["input_file", "row", "id", "column", "value", "reason"]
@@ -168,41 +170,58 @@ def _refuse_input(input_path: str | Path, url: str) -> None:
                           "choose an --output outside that folder")
 
 
-def write_outputs(outputs: Outputs, fmt: str, predictions: pd.DataFrame, errors: pd.DataFrame, manifest: str) -> None:
-    """Writes the predictions, errors and manifest, each whole (locally or to fsspec URLs)."""
-    if outputs.remote:
-        # Written locally first, then each uploaded under a temporary name and moved into place.
-        with tempfile.TemporaryDirectory(prefix="keel-scoring-") as staging:
-            for frame, url in ((predictions, outputs.output), (errors, outputs.errors)):
-                local = Path(staging) / url.rsplit("/", 1)[-1]
-                write_frame(frame, local, fmt)
-                put_atomic(local, url)
-            (Path(staging) / "manifest.json").write_text(manifest)
-            put_atomic(Path(staging) / "manifest.json", outputs.manifest)
-        return
-    output, errors_path, manifest_path = (local_path(u) for u in outputs[:3])
-    # Each file is renamed into place whole; the lock keeps the three of one job together when
-    # two jobs write the same output (the last one wins entirely). A full disk is the user's to
-    # fix, not an outage to retry.
-    with writing_into(output.parent, "free space there or choose another --output"), folder_lock(output.parent):
-        write_frame(predictions, output, fmt)
-        write_frame(errors, errors_path, fmt)
-        with atomic_path(manifest_path) as tmp:
-            tmp.write_text(manifest)
+class ResultFiles:
+    """Where one job's predictions and errors go as its batches are scored, and how they are
+    put in place when it finishes (a context manager: whatever is left when it exits is removed).
 
+    Each output grows in Keel temporaries beside it (keel.core.streams.FrameSpool); `commit`
+    finishes them and renames them into place with the manifest, under the folder's lock, so
+    two jobs writing the same output never mix (the last one wins entirely) and a killed job
+    leaves nothing under the real names, only temporaries the next job there removes. fsspec
+    URLs are staged in a local folder, then each file is uploaded under a temporary name and
+    moved into place."""
 
-def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    """Writes `frame` as parquet, CSV or JSON lines (gzip when the name ends in .gz), atomically.
-    Parquet keeps a text column without rows as text (pandas would write it as nulls)."""
-    compression = "gzip" if fmt != "parquet" and path.name.lower().endswith(".gz") else None
-    with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            schema = pa.Schema.from_pandas(frame, preserve_index=False)
-            for i, column in enumerate(schema):
-                if pa.types.is_null(column.type):
-                    schema = schema.set(i, column.with_type(pa.string()))
-            frame.to_parquet(tmp, index=False, schema=schema)
-        elif fmt == "csv":
-            frame.to_csv(tmp, index=False, compression=compression)
+    def __init__(self, outputs: Outputs, fmt: str):
+        self.outputs, self.fmt, self.stack = outputs, fmt, ExitStack()
+
+    def __enter__(self) -> ResultFiles:
+        if self.outputs.remote:
+            staging = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="keel-scoring-")))
+            self.files = [staging / url.rsplit("/", 1)[-1] for url in self.outputs[:3]]
         else:
-            frame.to_json(tmp, orient="records", lines=True, compression=compression)
+            self.files = [local_path(url) for url in self.outputs[:3]]
+        self.predictions, self.errors = (FrameSpool(path, self.fmt, self.stack) for path in self.files[:2])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def add(self, predictions: pd.DataFrame, errors: pd.DataFrame) -> None:
+        """Appends one batch's predictions and errors (a full disk is the user's to fix, not an
+        outage to retry)."""
+        with self._writing():
+            self.predictions.append(predictions)
+            self.errors.append(errors)
+
+    def commit(self, manifest: str) -> None:
+        """Puts the predictions, errors and `manifest` (text) in place."""
+        output, errors, manifest_path = self.files
+        with self._writing():
+            finished = [self.predictions.finish(), self.errors.finish()]
+            if self.outputs.remote:
+                for tmp, path in zip(finished, (output, errors)):
+                    os.replace(tmp, path)
+                manifest_path.write_text(manifest)
+                for path, url in zip(self.files, self.outputs[:3]):
+                    put_atomic(path, url)
+                return
+            with folder_lock(output.parent):
+                for tmp, path in zip(finished, (output, errors)):
+                    os.replace(tmp, path)
+                with atomic_path(manifest_path) as tmp:
+                    tmp.write_text(manifest)
+
+    def _writing(self):
+        if self.outputs.remote:
+            return nullcontext()
+        return writing_into(self.files[0].parent, "free space there or choose another --output")

@@ -1,11 +1,13 @@
 """Batch scoring: input files in, prediction files out, rows that cannot be scored to an errors file.
 
-One job checks its outputs before any work (keel.serving.outputs), reads each input once
-(keel.serving.inputs: files of pixel rows or texts, or photos), loads the model once, and scores every
-table of rows through one path: the model's modality preprocesses the rows (a bad row is
-refused with its reason, never a failed job), the good rows are scored in large batches, and
-the predictions, errors and a manifest are written atomically. A manifest that matches the
-inputs' sha256 and the model version makes a re-run return the existing output.
+One job checks its outputs before any work (keel.serving.outputs), hashes its inputs, loads the
+model once, and scores every table of rows (keel.serving.inputs: a batch of a file of pixel rows,
+a file of texts, or the photos) through one path: the model's modality preprocesses the rows (a
+bad row is refused with its reason, never a failed job), the good rows are scored in large
+batches, and each table's predictions and errors are appended to the outputs as they come, so
+memory stays bounded whatever the inputs' size; the outputs and a manifest are put in place
+whole when the job finishes. A manifest that matches the inputs' sha256 and the model version
+makes a re-run return the existing output.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 
@@ -22,98 +25,77 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from keel.serving.inputs import Inputs, ScoringTable, read_inputs, scoring_tables
-from keel.serving.outputs import ERROR_COLUMNS, Outputs, check_output, write_outputs
+from keel.serving.inputs import Inputs, ScoringTable, scoring_tables
+from keel.serving.jobs import ScoreSummary, plan_job
+from keel.serving.outputs import ERROR_COLUMNS, Outputs, ResultFiles
 from keel.serving.pyfunc import Classifier, load_verified_model
-from keel.tracking.registry import ModelRef, resolve_model
+from keel.tracking.registry import ModelRef
 
 PHOTO_BATCH = 256  # photos are large: at most this many in one forward pass
 TEXT_BATCH = 256  # texts: attention grows with the square of the length, so not the pixel rows' 1024
 TOP_K = 3
-
-
-@dataclass
-class ScoreSummary:
-    model: dict
-    output: str
-    errors: str
-    manifest: str
-    files: list[dict]
-    rows_scored: int
-    rows_rejected: int
-    accuracy: float | None
-    labelled_rows: int
-    reused: bool
-    seconds: float
-    model_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def text(self) -> str:
-        head = "reused existing output (same inputs and model version; --force recomputes)" if self.reused \
-            else f"scored in {self.seconds:.2f} s"
-        lines = [f"{self.rows_scored} rows scored, {self.rows_rejected} rejected, from {len(self.files)} file(s); {head}",
-                 f"model   {self.model['name']} v{self.model['version']} (run {self.model['run_id']})",
-                 f"output  {self.output}"]
-        if self.rows_rejected:
-            lines.append(f"errors  {self.errors}")
-        if self.accuracy is not None:
-            lines.append(f"accuracy {self.accuracy:.4f} on {self.labelled_rows} labelled rows")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# The errors file's types, the same with problems or none (an empty frame's columns would be written as nulls).
+ERROR_TYPES = {"input_file": "str", "row": "int64", "id": "str", "column": "str", "value": "str", "reason": "str"}
 
 
 @dataclass
 class _Scored:
-    """What scoring a job's tables gave, gathered table by table."""
+    """What scoring a table gave (its predictions and errors), or, gathered over a job's tables,
+    how many rows were scored and rejected and how the labelled ones scored."""
 
     predictions: list[pd.DataFrame] = field(default_factory=list)
     errors: list[pd.DataFrame] = field(default_factory=list)
     correct: int = 0
     labelled: int = 0
     model_seconds: float = 0.0
+    rows: int = 0
+    rejected: int = 0
 
-    def add(self, other: _Scored) -> None:
-        self.predictions += other.predictions
-        self.errors += other.errors
+    def count(self, other: _Scored) -> None:
+        """Adds the counts of `other` (its frames are written, not kept: a row is in one table only)."""
+        self.rows += sum(len(frame) for frame in other.predictions)
+        self.rejected += sum(int(errors.drop_duplicates(["input_file", "row"]).shape[0]) for errors in other.errors)
         self.correct += other.correct
         self.labelled += other.labelled
         self.model_seconds += other.model_seconds
 
 
 def score_files(client, reference: str, input_path: str | Path, output: str | Path, fmt: str = "parquet",
-                force: bool = False, id_column: str = "id", batch_size: int = 1024) -> ScoreSummary:
-    """Scores every row of the input file(s) with one registered model version."""
-    started = time.perf_counter()
-    outputs = check_output(input_path, output, fmt)  # before any work
-    model = resolve_model(client, reference)
-    inputs = read_inputs(input_path, model.inputs)
-    identity = {"model": {"name": model.name, "version": model.version, "run_id": model.run_id},
-                "inputs": inputs.identity(), "format": fmt}
-    if inputs.refused:  # entries the photo listing refused (links out of the folder...): part of what was asked
-        identity["refused"] = [{"file": path, "reason": reason} for path, reason in inputs.refused.items()]
-    previous = outputs.previous
-    if not force and previous is not None and {k: previous.get(k) for k in identity} == identity:
-        return ScoreSummary(**{**previous["summary"], "reused": True, "seconds": time.perf_counter() - started})
+                force: bool = False, id_column: str = "id", batch_size: int = 1024,
+                loader: Callable[[str], Classifier] = load_verified_model) -> ScoreSummary:
+    """Scores every row of the input file(s) with one registered model version, loaded by
+    `loader` (a model uri -> Classifier; a worker of many parts passes one that keeps it)."""
+    job = plan_job(client, reference, input_path, output, fmt)  # the outputs checked before any work
+    reused = None if force else job.reused()
+    if reused is not None:
+        return reused
+    model, outputs = job.model, job.outputs
     batch = min(batch_size, {"photos": PHOTO_BATCH, "texts": TEXT_BATCH}.get(model.inputs, batch_size))
-    scored = _score(model, inputs, input_path, id_column, batch)
-    return _finish(identity, scored, started, outputs, fmt)
+    with ResultFiles(outputs, fmt) as results:
+        scored = _score(model, job.inputs, input_path, id_column, batch, loader, results)
+        return _finish(job.identity, scored, job.started, outputs, results)
 
 
-def _score(model: ModelRef, inputs: Inputs, input_path: str | Path, id_column: str, batch_size: int) -> _Scored:
-    """Loads the model once and scores every table of the inputs with it."""
+def _score(model: ModelRef, inputs: Inputs, input_path: str | Path, id_column: str, batch_size: int,
+           loader: Callable[[str], Classifier], results: ResultFiles) -> _Scored:
+    """Loads the model once and scores every table of the inputs with it, each table's
+    predictions and errors appended to `results` as they come."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # Once per job; it loads while Arrow (which releases the GIL) parses the first file.
+        # Once per job; it loads while Arrow (which releases the GIL) parses the first batch.
         # Text files are read by the model's text column, so they wait for the model.
-        loading = pool.submit(load_verified_model, model.uri)
+        loading = pool.submit(loader, model.uri)
         tables = scoring_tables(inputs, input_path, model.inputs, id_column, lambda: loading.result().config)
         first = list(islice(tables, 1))
         classifier = loading.result()
     scored = _Scored()
     scored_at = dt.datetime.now(dt.timezone.utc).isoformat()
     for table in chain(first, tables):
-        scored.add(score_table(table, classifier, model, batch_size, scored_at))
+        part = score_table(table, classifier, model, batch_size, scored_at)
+        for predictions, errors in zip(part.predictions, part.errors):
+            if "id" in predictions:
+                predictions["id"] = predictions["id"].astype(str)
+            results.add(predictions, errors.astype(ERROR_TYPES))
+        scored.count(part)
     return scored
 
 
@@ -150,9 +132,11 @@ def score_table(table: ScoringTable, classifier: Classifier, model: ModelRef, ba
                            "id": table.ids[positions], "column": prepared.problems["column"].to_numpy(),
                            "value": prepared.problems["value"].to_numpy(), "reason": prepared.problems["reason"].to_numpy()},
                           columns=ERROR_COLUMNS)
-    if len(table.refused):  # entries refused before reading: among the others, by row
-        errors = pd.concat([table.refused, errors], ignore_index=True).sort_values("row", kind="stable")
-    scored.predictions, scored.errors = [frame], [errors]
+    if len(table.refused):  # entries refused before reading: among the others
+        errors = pd.concat([table.refused, errors], ignore_index=True)
+    # By row (a row's problems in the modality's order), so a file read in batches of any size
+    # gives the same errors file.
+    scored.predictions, scored.errors = [frame], [errors.sort_values("row", kind="stable", ignore_index=True)]
     return scored
 
 
@@ -193,24 +177,12 @@ def _text(values) -> pd.Series:
     return pd.Series(values, dtype="str")
 
 
-def _finish(identity: dict, scored: _Scored, started: float, outputs: Outputs, fmt: str) -> ScoreSummary:
-    """Writes the predictions, errors and manifest; the job's summary."""
-    # Tables with no good row still give their (empty) frame: a job that scores nothing writes
-    # the same columns and types as one that scores rows, not a table without columns.
-    frames = [frame for frame in scored.predictions if len(frame)] or scored.predictions
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    errors = pd.concat(scored.errors, ignore_index=True) if scored.errors else pd.DataFrame(columns=ERROR_COLUMNS)
-    # Typed the same with problems or none (an empty frame's columns would be written as nulls).
-    errors = errors.astype({"input_file": "str", "row": "int64", "id": "str", "column": "str", "value": "str",
-                            "reason": "str"})
-    if "id" in predictions:
-        predictions["id"] = predictions["id"].astype(str)
+def _finish(identity: dict, scored: _Scored, started: float, outputs: Outputs, results: ResultFiles) -> ScoreSummary:
+    """Puts the predictions, errors and manifest in place; the job's summary."""
     summary = ScoreSummary(
         model=identity["model"], output=outputs.output, errors=outputs.errors, manifest=outputs.manifest,
-        files=identity["inputs"], rows_scored=len(predictions),
-        rows_rejected=int(errors.drop_duplicates(["input_file", "row"]).shape[0]),
+        files=identity["inputs"], rows_scored=scored.rows, rows_rejected=scored.rejected,
         accuracy=(scored.correct / scored.labelled) if scored.labelled else None, labelled_rows=scored.labelled,
         reused=False, seconds=time.perf_counter() - started, model_seconds=scored.model_seconds)
-    write_outputs(outputs, fmt, predictions, errors, json.dumps({**identity, "summary": summary.to_dict()}, indent=2,
-                                                                 default=str))
+    results.commit(json.dumps({**identity, "summary": summary.to_dict()}, indent=2, default=str))
     return summary

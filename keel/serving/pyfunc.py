@@ -15,8 +15,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +35,7 @@ from keel.modalities import modality_for
 from keel.models.anomaly import load_autoencoder, reconstruction_errors
 from keel.models.networks import build_model, inference_model
 from keel.models.text import build_text_model
+from keel.tracking.client import tracking_uri
 from keel.tracking.registry import verified_artifacts
 from keel.models.device import predict_logits, select_device, select_precision
 
@@ -221,3 +224,30 @@ def load_verified_model(model_uri: str) -> Classifier:
         if "tokenizer_file" in classifier.config:
             classifier.hold_tokenizer()
     return classifier
+
+
+# Classifiers a process keeps for cached_verified_model: (tracking URI, model URI) -> Classifier,
+# the most recently used last. Two: a worker that moves on to the next pinned version drops
+# the one before it rather than holding every version it ever scored.
+_CACHED: OrderedDict[tuple[str, str], Classifier] = OrderedDict()
+_CACHED_LOCK = threading.Lock()
+CACHED_MODELS = 2
+
+
+def cached_verified_model(model_uri: str) -> Classifier:
+    """load_verified_model's Classifier, loaded and verified once per process for each store
+    and pinned version (`models:/NAME/VERSION`), then kept.
+
+    Only the parts path uses it (keel.serving.parts): a Dask worker scores file after file
+    with the same pinned version, and loading and verifying it for each file would cost more
+    than scoring a small one. Every other caller keeps load_verified_model, which reads and
+    verifies the version's files on every call. The key holds the tracking URI too, so a
+    worker serving two stores never mixes up their versions of the same name."""
+    key = (tracking_uri(), model_uri)
+    with _CACHED_LOCK:  # one load per key, even with several threads per worker
+        if key not in _CACHED:
+            _CACHED[key] = load_verified_model(model_uri)
+            while len(_CACHED) > CACHED_MODELS:
+                _CACHED.popitem(last=False)
+        _CACHED.move_to_end(key)
+        return _CACHED[key]

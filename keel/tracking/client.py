@@ -46,6 +46,20 @@ def client():
     return MlflowClient(tracking_uri=uri)
 
 
+def registry_client():
+    """A client of the model registry alone, for a command that only looks a version up (the
+    idempotent re-run of `keel predict`). MlflowClient opens the tracking store as it is made,
+    and with the embedded SQLite store that import alone is about a second; the registry
+    client MlflowClient makes for its own registry calls opens only the registry store. Its
+    lookups (get_model_version, get_model_version_by_alias) are MlflowClient's."""
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    uri = tracking_uri()
+    if embedded() and not (settings.mlruns_dir() / "mlflow.db").exists():
+        return client()  # nothing registered yet: the full client creates the store
+    return ModelRegistryClient(uri, uri)
+
+
 def experiment_id(mlflow_client, name: str) -> str:
     """The id of experiment `name`, created if new (its artifacts inside mlruns/ in embedded mode)."""
     experiment = mlflow_client.get_experiment_by_name(name)

@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-from model_signing import hashing
 
 from keel.core import settings
 from keel.core.errors import ConfigError, UntrustedModelError
@@ -47,6 +46,10 @@ def hash_files(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file below `folder` (model-signing's file serialization;
     unlike its default, git files are not skipped: every file counts but MLflow's
     `registered_model_meta`). A symbolic link or a special file raises ValueError."""
+    # Imported here: model-signing pulls in sigstore (half a second), which a command that only
+    # looks a version up (the idempotent re-run of `keel predict`) never needs.
+    from model_signing import hashing
+
     config = (hashing.Config()
               .set_ignored_paths(paths=[MLFLOW_WRITES], ignore_git_paths=False)
               .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False))

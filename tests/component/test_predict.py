@@ -103,11 +103,12 @@ def test_unreadable_files_fail_naming_the_file(tmp_path, small_rows, model_name)
 def test_a_job_killed_while_writing_leaves_no_output(tmp_path, batch, model_name, registered_model):
     out = tmp_path / "preds.parquet"
     script = (
-        "import os, signal, pandas as pd\n"
-        "def dying_write(self, path, *a, **k):\n"
-        "    open(path, 'wb').write(b'PAR1 half a file')\n"
+        "import os, signal, pyarrow.parquet as pq\n"
+        "write = pq.ParquetWriter.write_table\n"
+        "def dying_write(self, *a, **k):\n"
+        "    write(self, *a, **k)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "pd.DataFrame.to_parquet = dying_write\n"
+        "pq.ParquetWriter.write_table = dying_write\n"
         "from keel.tracking import client as tracking\n"
         "from keel.serving.predict import score_files\n"
         f"score_files(tracking.client(), {model_name!r}, {str(batch)!r}, {str(out)!r})\n"
@@ -116,6 +117,7 @@ def test_a_job_killed_while_writing_leaves_no_output(tmp_path, batch, model_name
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert not out.exists() and not out.with_name("preds.manifest.json").exists()
+    assert not out.with_name("preds.errors.parquet").exists()
 
 
 def test_mlflow_models_predict_scores_a_keel_model(tmp_path, small_rows, model_name, registered_model):
