@@ -36,6 +36,9 @@ def _train(commands) -> None:
                           help="add random horizontal flips (off: handedness matters in signs)")
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint of an interrupted identical run and start over")
     train.add_argument("--model-name", default=None, help="registered model name (default keel-<dataset>)")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="data-parallel training in N processes (pixel tables): gloo on the CPU, one GPU each with "
+                       "NCCL; a checkpoint resumes with any N (default: 1)")
     promotion = train.add_argument_group("promotion", "when the new version becomes champion (the champion/challenger gate)")
     train.set_defaults(promotion_fields=add_model_options(promotion, PromotionPolicy))
 
@@ -60,13 +63,21 @@ def _predict(commands) -> None:
     predict.add_argument("--input", required=True, help="a CSV (gz or not) or parquet file, or a folder of them; "
                          "for a text model also JSONL; for an image model a photo or a folder of photos (rows keyed "
                          "by relative path)")
-    predict.add_argument("--output", required=True, help="the predictions file to write")
+    predict.add_argument("--output", required=True, help="the predictions file to write; with --workers or "
+                         "--dask-address, a folder: one part per input file under parts/, and manifest.json")
     predict.add_argument("--format", choices=["parquet", "csv", "jsonl"], default=None,
                          help="output format; by default the one --output's extension names (.parquet/.pq, "
                          ".csv, .jsonl/.json/.ndjson; a final .gz writes gzip, not for parquet), else parquet. "
                          "A known extension that contradicts --format is refused")
     predict.add_argument("--id-column", default="id", help="column that identifies rows (row numbers when absent)")
     predict.add_argument("--force", action="store_true", help="recompute even if this input was scored by this model version")
+    dask = predict.add_mutually_exclusive_group()
+    dask.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="score each input file as its own part on a local Dask cluster of N worker processes "
+                      "(one thread each)")
+    dask.add_argument("--dask-address", default=None, metavar="ADDRESS",
+                      help="score each input file as its own part on the running Dask cluster whose scheduler is "
+                      "at ADDRESS (tcp://host:8786); docs/scoring.md#many-files-on-dask")
 
 
 def _validate(commands) -> None:

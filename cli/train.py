@@ -14,6 +14,7 @@ from flows.prefect_api import run_flow
 from keel.core.config import AugmentConfig, TrainConfig, load_dataset_config
 from keel.core.contracts import TrainingOutcome
 from keel.tracking.promotion import PromotionPolicy
+from keel.training.distributed import refuse_unsupported
 
 
 def train(args: argparse.Namespace) -> int:
@@ -24,9 +25,10 @@ def train(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"keel train: {invalid_option(exc, args, _yaml_field(config))}", file=sys.stderr)
         return 2
+    refuse_unsupported(args.nproc, settings, load_dataset_config(config).format)  # before anything runs
     started = time.perf_counter()
     result = run_flow(_training_flow, dataset_config=config, train=settings, fresh=args.fresh,
-                      model_name=args.model_name, promotion=promotion)
+                      model_name=args.model_name, promotion=promotion, nproc=args.nproc)
     print(summary(result, time.perf_counter() - started))
     return 0
 

@@ -31,6 +31,7 @@ def training_flow(
     fresh: bool = False,
     model_name: str | None = None,
     promotion: PromotionPolicy = PromotionPolicy(),
+    nproc: int = 1,
 ) -> TrainingOutcome:
     """Trains, evaluates and registers a model on the dataset the YAML config describes.
 
@@ -40,6 +41,7 @@ def training_flow(
         fresh: Ignore the checkpoint of an interrupted identical run and start over.
         model_name: Registered model name (default keel-<dataset>).
         promotion: The champion/challenger gate: accuracy floor, paired-test confidence and minimum improvement, largest recall drop.
+        nproc: Processes of data-parallel training (pixel tables): gloo on the CPU, one GPU each with NCCL.
     """
     # Opening the tracking store (a first run creates its tables) overlaps ingest and validation.
     tracking_ready = prepare_tracking.submit(dataset_config)
@@ -48,7 +50,7 @@ def training_flow(
     run = start_run(dataset_config, version, train, fresh, wait_for=[tracking_ready])
     try:
         preview_augmentation(run, version, train.augment, train.seed)
-        trained = train_model(run, version, train)
+        trained = train_model(run, version, train, nproc)
         metrics = evaluate_model(run, version, trained)
         registered = register_model(run, version, trained, metrics, model_name)  # ends the run FINISHED
     except BaseException as exc:

@@ -23,6 +23,7 @@ def start_run(dataset_config: str, version: VersionRef, train: TrainConfig, fres
 
 
 @keel_task("train", RESUMABLE)
-def train_model(run: RunRef, version: VersionRef, train: TrainConfig) -> TrainingSummary:
-    """Path of the trained model and the training summary. A retry resumes from the last epoch's checkpoint."""
-    return train_stage(run, version, train)
+def train_model(run: RunRef, version: VersionRef, train: TrainConfig, nproc: int = 1) -> TrainingSummary:
+    """Path of the trained model and the training summary. A retry resumes from the last epoch's checkpoint.
+    `nproc` > 1: data-parallel training in that many processes."""
+    return train_stage(run, version, train, nproc=nproc)

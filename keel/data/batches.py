@@ -3,11 +3,13 @@
 A batch source (`BatchSource`) is what the training loop iterates: `source.epoch(generator)`
 yields (inputs, class indices) on the training device, shuffled and augmented by the
 generator when the source trains. A modality (keel.modalities) builds them; the loop never
-asks what kind of data it trains on.
+asks what kind of data it trains on. A source with `shard(rank, world)` (TensorBatches: pixel
+tables) also trains data-parallel, each process on its share (keel.training.distributed).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -115,6 +117,67 @@ class TensorBatches:
 
     def get_state(self) -> None:
         return None  # shuffled by the loop's generator: its state is the loop's
+
+    def set_state(self, state) -> None:
+        pass
+
+    def shard(self, rank: int, world: int) -> TensorBatches | RankShard:
+        """Rank `rank` of `world`'s share (data-parallel training, keel.training.distributed):
+        of every training batch (RankShard), or a contiguous slice of the evaluation rows."""
+        if self.shuffle:
+            return RankShard(self, rank, world)
+        start, stop = _share(len(self.targets), rank, world)
+        return TensorBatches(self.inputs[start:stop], self.targets[start:stop], self.batch_size, self.device,
+                             self.transform)
+
+
+def rank_seed(generator: torch.Generator, rank: int, use: str) -> int:
+    """A seed for rank `rank`'s own generator for `use`, derived from `generator`'s state
+    without drawing from it: the same state gives the same seed (a resumed run draws alike)."""
+    digest = hashlib.blake2b(generator.get_state().cpu().numpy().tobytes(), digest_size=8,
+                             person=f"{use[:8]}:{rank}".encode()[:16])
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def _share(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [start, stop) of rank `rank`'s near-equal contiguous share of `n` (torch.tensor_split's)."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return start, start + size + (rank < extra)
+
+
+class RankShard:
+    """Rank `rank` of `world`'s share of a shuffled TensorBatches, one per batch.
+
+    Every rank draws the same permutation from the loop's generator (seeded alike on every
+    rank), cuts it into the same batches of `batch_size` as one process would and trains on the
+    rank-th of `world` near-equal slices of each: as many steps per epoch as one process, on
+    the same global batches. Augmentation draws from a generator of the rank's own, seeded from
+    the loop's generator's state (rank_seed) without drawing from it, so the loop's generator
+    stays alike on every rank (the next permutation too), is the only state a checkpoint needs
+    whatever the world size, and draws what it draws in one process (the same permutations
+    when nothing augments).
+    """
+
+    def __init__(self, source: TensorBatches, rank: int, world: int) -> None:
+        self.source, self.rank, self.world = source, rank, world
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        source = self.source
+        batches = list(shuffled_batches(len(source.targets), source.batch_size, generator, source.inputs.device,
+                                        source.drop_last))
+        own = torch.Generator(device=generator.device).manual_seed(rank_seed(generator, self.rank, "augment"))
+        for idx in batches:
+            start, stop = _share(len(idx), self.rank, self.world)
+            rows = idx[start:stop]
+            inputs = source.inputs[rows].to(source.device, non_blocking=True)
+            yield source.transform(inputs, own), source.targets[rows].to(source.device)
+
+    def get_state(self) -> None:
+        return None  # drawn from the loop's generator: its state is the loop's
 
     def set_state(self, state) -> None:
         pass

@@ -1,6 +1,6 @@
-"""The training stage: train (resuming from the run's checkpoint), log the epochs and curves,
-save the model with its spec (and a text model's tokenizer beside it); and the augmentation
-preview that goes with it."""
+"""The training stage: train (resuming from the run's checkpoint), in one process or
+data-parallel in several (`nproc`), log the epochs and curves, save the model with its spec
+(and a text model's tokenizer beside it); and the augmentation preview that goes with it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from keel.models.text import build_text_model
 from keel.serving.masked_lm import load_backbone
 from keel.stages.ingest import stored
 from keel.tracking import client as tracking
+from keel.training.distributed import launch, refuse_unsupported
 from keel.training.loop import EpochCallback, TrainResult
 from keel.training.train import train
 
@@ -54,20 +55,27 @@ def augmentation_preview_stage(run: RunRef, version: VersionRef, augment: Augmen
     return str(path)
 
 
-def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, progress: bool | None = None) -> TrainingSummary:
-    """Trains (resuming from the run's checkpoint), logs each epoch's metrics in one batch
-    call, the learning curves and the best weights; returns the saved model and how it went."""
+def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, progress: bool | None = None,
+                nproc: int = 1) -> TrainingSummary:
+    """Trains (resuming from the run's checkpoint, whatever `nproc` wrote it), logs each epoch's
+    metrics in one batch call, the learning curves and the best weights; returns the saved model
+    and how it went. `nproc` > 1: data-parallel in that many processes (keel.training.distributed),
+    pixel tables only; rank 0 logs the epochs and writes the checkpoint, this process the rest."""
     set_threads()
     client = tracking.client()
     dataset = stored(version)
     device = select_device(train_config.device)
     folder = Path(run.checkpoint_dir)
     log_epoch = epoch_logger(client, run.run_id)
-    parent = None
-    if train_config.backbone:  # a registered model's features (an image model's, a text model's encoder) start this one
-        parent = load_backbone(train_config.backbone)
-    result = train(dataset, train_config, device, folder / "last.pt", on_epoch_end=log_epoch, progress=progress,
-                   parent=parent)
+    if nproc != 1:
+        refuse_unsupported(nproc, train_config, dataset.meta["format"])
+        result = launch(nproc, device, _train_rank, version, train_config, folder / "last.pt", log_epoch, progress)
+    else:
+        parent = None
+        if train_config.backbone:  # a registered model's features (an image model's, a text model's encoder) start this one
+            parent = load_backbone(train_config.backbone)
+        result = train(dataset, train_config, device, folder / "last.pt", on_epoch_end=log_epoch, progress=progress,
+                       parent=parent)
     if result.pretrained is not None:  # a transfer network
         client.set_tag(run.run_id, "keel.pretrained", result.pretrained)
         client.set_tag(run.run_id, "keel.phase_boundary_epoch", str(result.phase_boundary))
@@ -76,12 +84,33 @@ def train_stage(run: RunRef, version: VersionRef, train_config: TrainConfig, pro
     return saved_model(folder / "model.pt", result, spec.model_dump(), planned_epochs)
 
 
-def epoch_logger(client, run_id: str) -> EpochCallback:
-    """The loop's `on_epoch_end`: each epoch's metrics logged to run `run_id` in one batch call."""
-    def log_epoch(epoch: int, metrics: dict, _model) -> None:
+def _train_rank(device: torch.device, version: VersionRef, train_config: TrainConfig, checkpoint: Path,
+                on_epoch_end: EpochCallback, progress: bool | None) -> TrainResult:
+    """One process of data-parallel training (keel.training.distributed.launch runs it in each):
+    the same call on every rank; the loop lets rank 0 alone touch the checkpoint and the run."""
+    return train(stored(version), train_config, device, checkpoint, on_epoch_end=on_epoch_end, progress=progress)
+
+
+class EpochLogger:
+    """The loop's `on_epoch_end`: each epoch's metrics logged to run `run_id` in one batch call.
+    It pickles without its client: rank 0 of data-parallel training logs with one of its own."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def __getstate__(self) -> dict:
+        return {"client": None, "run_id": self.run_id}
+
+    def __call__(self, epoch: int, metrics: dict, _model) -> None:
+        if self.client is None:
+            self.client = tracking.client()
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
-    return log_epoch
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+
+
+def epoch_logger(client, run_id: str) -> EpochCallback:
+    """The loop's `on_epoch_end` logging to run `run_id` (EpochLogger)."""
+    return EpochLogger(client, run_id)
 
 
 def with_tokenizer(record: dict, folder: Path) -> dict:

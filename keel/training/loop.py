@@ -13,7 +13,11 @@ them all, with
 - one time budget: in a `budgeted` phase, a few timed warm-up steps plan how many epochs fit
   (at most the phase's epochs) and its one-cycle schedule spans those; the run also stops
   after an epoch once its training and validation passes have used the budget;
-- one metrics path: each epoch's metrics go to the history and to `on_epoch_end`.
+- one metrics path: each epoch's metrics go to the history and to `on_epoch_end`;
+- one or many processes: called in each process of a process group (keel.training.distributed,
+  `keel train --nproc N`), it trains data-parallel: each rank on its share of every batch, the
+  model in DistributedDataParallel, metrics and decisions reduced alike on every rank; rank 0
+  alone reads and writes the checkpoint and calls `on_epoch_end`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from keel.core.config import TrainConfig
-from keel.data.batches import BatchSource
+from keel.data.batches import BatchSource, rank_seed
 from keel.training.budget import estimate_epoch_seconds, plan_epochs
 from keel.training.checkpoint import load_checkpoint, restore_random_state, save_checkpoint
+from keel.training.distributed import agreed, from_leader, ranks, shard, sync_buffers, wrap
 from keel.training.phases import Phase, evaluate, loop_generator, make_optimizer, make_schedule, train_step
 
 EpochCallback = Callable[[int, dict, nn.Module], None]
@@ -87,8 +92,11 @@ class _Loop:
         self.model, self.phases, self.validation, self.config = model, phases, validation, config
         self.device, self.precision, self.checkpoint_path = device, precision, checkpoint_path
         self.on_epoch_end, self.progress = on_epoch_end, progress
-        self.generator = loop_generator(device, config.seed)
-        self.saved = load_checkpoint(checkpoint_path)
+        self.ranks = ranks()  # rank 0 of 1 outside data-parallel training
+        self.validation = shard(validation, self.ranks)
+        self.generator = loop_generator(device, config.seed)  # seeded alike on every rank: the same batches
+        # Rank 0 alone reads the checkpoint (another machine's rank may not see the file).
+        self.saved = from_leader(load_checkpoint(checkpoint_path if self.ranks.leader else None))
         self.state = self.saved["state"] if self.saved is not None else _fresh_state(len(phases))
 
     def run(self) -> TrainResult:
@@ -120,18 +128,19 @@ class _Loop:
         if phase.epochs == 0 or (planned is not None and self.state["phase_epoch"] >= planned):
             self.state["planned"][index] = planned or 0
             return
-        source = phase.batches()
+        source = shard(phase.batches(), self.ranks)
         if planned is None:
             planned = self.state["planned"][index] = self._plan(phase, source)
         optimizer = make_optimizer(phase, self.model, self.config.weight_decay)
         scheduler = make_schedule(phase, optimizer, planned, len(source))
+        trained = wrap(self.model, self.device)  # DistributedDataParallel in a process group, else the model
         if saved is not None:
             optimizer.load_state_dict(saved["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(saved["scheduler"])
             source.set_state(saved.get("source_rng"))
         while not self.state["stopped_early"] and self.state["phase_epoch"] < planned:
-            metrics = self._train_epoch(phase, source, optimizer, scheduler, planned)
+            metrics = self._train_epoch(phase, trained, source, optimizer, scheduler, planned)
             self._finish_epoch(phase, metrics, planned, optimizer, scheduler, source)
 
     def _plan(self, phase: Phase, source: BatchSource) -> int:
@@ -140,35 +149,44 @@ class _Loop:
             return phase.epochs
         seconds = estimate_epoch_seconds(self.model, phase, source, self.validation, self.config, self.device,
                                          self.precision)
+        seconds = agreed([seconds], "max")[0]  # every rank plans from the slowest one's figure
         self.state["estimated_epoch_seconds"] = seconds
         return plan_epochs(phase.epochs, self.config.time_budget, seconds)
 
-    def _train_epoch(self, phase: Phase, source: BatchSource, optimizer, scheduler, planned: int) -> dict:
-        """One training pass and one validation pass; the epoch's metrics."""
+    def _train_epoch(self, phase: Phase, trained: nn.Module, source: BatchSource, optimizer, scheduler,
+                     planned: int) -> dict:
+        """One training pass (of `trained`: the model, or its DistributedDataParallel wrapper) and
+        one validation pass; the epoch's metrics (over every rank's rows)."""
         started = time.perf_counter()
+        if self.ranks.world > 1:  # dropout masks of the rank's own, drawn again alike by a resumed run
+            torch.manual_seed(rank_seed(self.generator, self.ranks.rank, "dropout"))
         self.model.train()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         label = f"{phase.name} epoch {self.state['phase_epoch'] + 1}/{planned}"
         bar = tqdm(source.epoch(self.generator), total=len(source), desc=label, unit="batch", leave=False,
-                   disable=(not self.progress) if self.progress is not None else None)
+                   disable=True if not self.ranks.leader else (not self.progress) if self.progress is not None else None)
         for inputs, targets in bar:
-            loss, logits = train_step(self.model, phase, optimizer, inputs, targets, self.device, self.precision)
+            loss, logits = train_step(trained, phase, optimizer, inputs, targets, self.device, self.precision)
             if scheduler is not None:
                 scheduler.step()
             total_loss += loss.detach() * len(targets)
             correct += (logits.argmax(1) == targets).sum()
             seen += len(targets)
         bar.close()
+        total_loss, correct, seen = agreed([total_loss.item(), correct.item(), seen])
+        sync_buffers(self.model)
         seconds = time.perf_counter() - started
         val_loss, val_accuracy = evaluate(self.model, self.validation, self.device, self.precision)
+        seconds, spent = agreed([seconds, time.perf_counter() - started], "max")  # the slowest rank's, on every rank
         self.state["train_seconds"] += seconds
         if phase.budgeted:
-            self.state["budget_seconds"] += time.perf_counter() - started
-        return {**phase.metrics, "train_loss": total_loss.item() / max(1, seen), "train_accuracy": correct.item() / max(1, seen),
+            self.state["budget_seconds"] += spent
+        return {**phase.metrics, "train_loss": total_loss / max(1, seen), "train_accuracy": correct / max(1, seen),
                 "val_loss": val_loss, "val_accuracy": val_accuracy, "learning_rate": optimizer.param_groups[0]["lr"],
-                "epoch_seconds": seconds, "images_per_second": seen / seconds if seconds > 0 else 0.0}
+                "epoch_seconds": seconds, "images_per_second": seen / seconds if seconds > 0 else 0.0,
+                "processes": self.ranks.world}  # a run resumed with another --nproc shows which epochs ran how
 
     def _finish_epoch(self, phase: Phase, metrics: dict, planned: int, optimizer, scheduler, source: BatchSource) -> None:
         """Records the epoch, applies the early-stopping rule and the budget, checkpoints, reports."""
@@ -186,9 +204,9 @@ class _Loop:
         if (phase.budgeted and not state["stopped_early"] and state["phase_epoch"] < planned and self.config.time_budget
                 and state["budget_seconds"] >= self.config.time_budget):
             state.update(stopped_early=True, stop_reason="time budget")
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.ranks.leader:  # the unwrapped model: any world size resumes it
             save_checkpoint(self.checkpoint_path, self.model, optimizer, scheduler, self.generator, source.get_state(), state)
-        if self.on_epoch_end is not None:
+        if self.on_epoch_end is not None and self.ranks.leader:
             self.on_epoch_end(epoch, metrics, self.model)
 
     def _result(self, resumed_from: int, loop_seconds: float) -> TrainResult:

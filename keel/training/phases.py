@@ -13,6 +13,7 @@ from torch import nn
 
 from keel.data.batches import BatchSource
 from keel.models.device import autocast
+from keel.training.distributed import agreed, ranks
 
 
 def _all_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -79,12 +80,21 @@ def train_step(model: nn.Module, phase: Phase, optimizer, inputs: torch.Tensor, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, validation: BatchSource, device: torch.device, precision: str) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on the validation batches."""
+    """(mean cross-entropy, accuracy) of `model` on the validation batches; in data-parallel
+    training, on every rank's share of them (sums reduced over the ranks)."""
     model.eval()
     logits, targets = [], []
     for inputs, batch_targets in validation.epoch(None):
         with autocast(device, precision):
             logits.append(model(inputs).float())
         targets.append(batch_targets)
-    logits, target = torch.cat(logits), torch.cat(targets)
-    return F.cross_entropy(logits, target).item(), (logits.argmax(1) == target).float().mean().item()
+    if ranks().world == 1:
+        logits, target = torch.cat(logits), torch.cat(targets)
+        return F.cross_entropy(logits, target).item(), (logits.argmax(1) == target).float().mean().item()
+    sums = [0.0, 0.0, 0.0]  # a rank whose share is empty (fewer rows than ranks) adds nothing
+    if logits:
+        logits, target = torch.cat(logits), torch.cat(targets)
+        sums = [F.cross_entropy(logits, target, reduction="sum").item(), (logits.argmax(1) == target).sum().item(),
+                len(target)]
+    loss, correct, rows = agreed(sums)
+    return loss / max(1.0, rows), correct / max(1.0, rows)

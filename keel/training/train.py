@@ -18,6 +18,7 @@ from keel.modalities import modality_for
 from keel.modalities.pixels import PIXEL_TABLE
 from keel.models.device import select_precision
 from keel.models.transfer import ParentModel
+from keel.training.distributed import only_pixel_tables, ranks
 from keel.training.loop import EpochCallback, TrainResult, run_phases
 from keel.training.phases import Phase
 from keel.training.transfer import transfer_phases
@@ -53,6 +54,8 @@ def train(version: DatasetVersion, config: TrainConfig, device: torch.device,
     fit_idx, val_idx = holdout_indices(version, config)
     validation = modality.batches(version, val_idx, config, device, train=False, record=record)
     if starts_trained(config, record):
+        if ranks().world > 1:  # the head phase's forward skips the DistributedDataParallel wrapper
+            raise only_pixel_tables(ranks().world)
         phases, feature_cache = transfer_phases(model, record, modality, version, fit_idx, config, device, precision)
     else:
         fitted = lambda: modality.batches(version, fit_idx, config, device, train=True, record=record)  # noqa: E731
