@@ -429,3 +429,26 @@ def test_a_dataset_with_another_pixel_prefix_scores_its_own_rows(tmp_path, small
     summary = score_files(tracking.client(), f"{registered.name}/{registered.version}", csv, tmp_path / "scored.parquet")
     assert (summary.rows_scored, summary.rows_rejected, summary.labelled_rows) == (len(rows), 0, len(rows))
     assert pd.read_parquet(tmp_path / "scored.parquet")["row"].tolist() == list(range(1, len(rows) + 1))
+
+
+def test_the_command_answers_a_rerun_from_the_manifest_without_prefect_or_torch(tmp_path, batch, model_name,
+                                                                                 registered_model):
+    """`keel predict` with nothing to do reads the manifest, pins the version in the registry and
+    hashes the inputs, and stops there: no Prefect API, no flow run, no torch. Once the inputs
+    differ from what the manifest records, the job runs through the flow again."""
+    out = tmp_path / "preds.parquet"
+    score_files(tracking.client(), model_name, batch, out)
+    script = ("import sys\nfrom cli.main import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print('loaded:', 'prefect' in sys.modules, 'torch' in sys.modules)\nsys.exit(code)\n")
+    env = {**os.environ, "KEEL_HOME": str(registered_model["home"])}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-c", script, "predict", "--model", model_name, "--input", str(batch), "--output", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-2000:]  # the 4 planted rows: rejected, as the first job said
+    assert "reused existing output" in done.stdout and "loaded: False False" in done.stdout
+    pd.read_csv(batch).head(30).to_csv(batch, index=False)  # new content: the manifest no longer matches
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "26 rows scored, 4 rejected" in done.stdout and "loaded: True True" in done.stdout
+    assert json.loads(out.with_name("preds.manifest.json").read_text())["summary"]["rows_scored"] == 26
