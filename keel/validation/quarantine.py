@@ -11,6 +11,7 @@ import pandas as pd
 
 from keel.core.config import DatasetConfig
 from keel.data.pixel_rule import PIXEL_CHECKS, pixel_problems
+from keel.data.pixel_stream import SKIPPED_TEXT
 from keel.data.profile import ParsedTable
 from keel.validation.checks import Failure, failures_of
 from keel.validation.report import ACCEPTED, ACCEPTED_WITH_QUARANTINE, ACCEPTED_WITH_WARNINGS, REJECTED
@@ -19,24 +20,64 @@ QUARANTINE_COLUMNS = ["row", "line", "id", "column", "value", "expectation", "ru
 
 
 @dataclass
+class PixelCheck:
+    """A failed pixel check of a table whose rows form images: every offending pixel of its rows
+    (`positions`) is named from the rows' own pixels, which the report's second pass reads again
+    (keel.validation.report_files); `part`: where its problems go in QuarantinePlan.parts."""
+
+    part: int
+    check: str
+    expectation: str
+    rule: str
+    positions: np.ndarray
+
+
+@dataclass
+class QuarantinePlan:
+    """One list of problems per failed quarantine expectation, in the suites' order (a pixel
+    check's filled in by `pixel_checks`), and the lines that could not be parsed."""
+
+    parts: list[list[tuple]]
+    pixel_checks: list[PixelCheck]
+    skipped: list[dict]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per problem (QUARANTINE_COLUMNS), in file order."""
+        records = [record for part in self.parts for record in part]
+        for item in self.skipped:
+            records.append((None, item.get("line"), "", "", item["text"][:SKIPPED_TEXT], "csv_line_has_header_fields",
+                            f"every line needs {item['expected']} fields; this one has {item['fields']}"))
+        frame = pd.DataFrame.from_records(records, columns=QUARANTINE_COLUMNS)
+        frame = frame.sort_values(["line", "column"], kind="stable").reset_index(drop=True)
+        frame["row"] = frame["row"].astype("Int64")
+        frame["line"] = frame["line"].astype("Int64")
+        return frame
+
+
+@dataclass
 class Judgement:
     """The checks' decision on one batch."""
 
     failures: list[Failure]
-    quarantine: pd.DataFrame  # one row per problem (QUARANTINE_COLUMNS), unparsed lines included
+    quarantine: pd.DataFrame | None  # one row per problem (QUARANTINE_COLUMNS), unparsed lines included
     quarantined: np.ndarray  # positions of the quarantined rows
     clean: np.ndarray  # positions of the rows that passed (none when the columns are wrong)
     reasons: list[str]  # why the batch as a whole is rejected (empty: accepted)
     problems: int  # failed expectations and unparsed lines
     verdict: str
+    plan: QuarantinePlan | None = None  # pixel tables: the problems, until the report names every pixel
 
 
-def judge(run, parsed: ParsedTable, profile: pd.DataFrame, classes: pd.DataFrame | None, config: DatasetConfig,
+def judge(run, batch, profile: pd.DataFrame, classes: pd.DataFrame | None, config: DatasetConfig,
           schema_ok: bool) -> Judgement:
-    """The decision on a batch from its suites' results (`run`)."""
-    failures = failures_of(run, parsed.header, classes)
-    frame, quarantined = quarantine(run, parsed, profile, failures, config)
-    return decide(failures, frame, quarantined, len(profile), len(parsed.skipped), config, schema_ok)
+    """The decision on a pixel-row batch (its header, unparsed lines `skipped`, and whether its
+    rows form images) from its suites' results (`run`); `quarantine` is left to the report,
+    which reads the pixels each pixel check names (`plan`)."""
+    failures = failures_of(run, batch.header, classes)
+    plan, quarantined = quarantine_plan(run, batch, profile)
+    judged = decide(failures, None, quarantined, len(profile), len(batch.skipped), config, schema_ok)
+    judged.plan = plan
+    return judged
 
 
 def decide(failures: list[Failure], frame: pd.DataFrame, quarantined: np.ndarray, rows: int, skipped: int,
@@ -70,42 +111,40 @@ def rejections(failures: list[Failure], quarantined: int, rows: int, config: Dat
     return reasons
 
 
-def quarantine(run, parsed: ParsedTable, profile: pd.DataFrame, failures: list[Failure],
-                config: DatasetConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per problem of every row that failed a row-level expectation, and those rows."""
-    records: list[tuple] = []
+def quarantine_plan(run, batch, profile: pd.DataFrame) -> tuple[QuarantinePlan, np.ndarray]:
+    """The problems of every row that failed a row-level expectation (a pixel check's left to
+    the rows' pixels when `batch.images`), and those rows' positions."""
+    parts: list[list[tuple]] = []
+    checks: list[PixelCheck] = []
     bad_rows: set[int] = set()
-    row_position = {int(r): i for i, r in enumerate(profile["row"])} if len(profile) else {}
+    rows = profile["row"].to_numpy()
     for result in run.results.get("rows", []):
         meta = result.expectation_config.meta or {}
         if result.success or meta.get("on_failure") != "quarantine":
             continue
-        kwargs = result.expectation_config.kwargs
-        column = kwargs.get("column")
+        column = result.expectation_config.kwargs.get("column")
         expectation = result.expectation_config.type
         rule = meta.get("rule", expectation)
-        positions = [row_position[int(item["row"])] for item in (result.result or {}).get("unexpected_index_list") or []]
-        bad_rows.update(positions)
-        if column in PIXEL_CHECKS and parsed.pixels is not None:
-            records += _pixel_problems(parsed, profile, positions, column, config, expectation, rule)
+        failing = [int(item["row"]) for item in (result.result or {}).get("unexpected_index_list") or []]
+        positions = np.searchsorted(rows, np.asarray(failing, dtype=np.int64))
+        bad_rows.update(positions.tolist())
+        parts.append([])
+        if column in PIXEL_CHECKS and batch.images:
+            checks.append(PixelCheck(len(parts) - 1, column, expectation, rule, np.sort(positions)))
             continue
         for i in positions:
             value = profile[column].iloc[i]
-            records.append((int(profile["row"].iloc[i]), int(profile["line"].iloc[i]), profile["id"].iloc[i], column,
-                            "" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)), expectation, rule))
-    for item in parsed.skipped:
-        records.append((None, item.get("line"), "", "", item["text"][:60], "csv_line_has_header_fields",
-                        f"every line needs {item['expected']} fields; this one has {item['fields']}"))
-    frame = pd.DataFrame.from_records(records, columns=QUARANTINE_COLUMNS)
-    frame = frame.sort_values(["line", "column"], kind="stable").reset_index(drop=True)
-    frame["row"] = frame["row"].astype("Int64")
-    frame["line"] = frame["line"].astype("Int64")
-    return frame, np.array(sorted(bad_rows), dtype=int)
+            parts[-1].append((int(rows[i]), int(profile["line"].iloc[i]), profile["id"].iloc[i], column,
+                              "" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)),
+                              expectation, rule))
+    return QuarantinePlan(parts, checks, batch.skipped), np.array(sorted(bad_rows), dtype=int)
 
 
-def _pixel_problems(parsed: ParsedTable, profile, positions: list[int], check: str, config: DatasetConfig,
-                    expectation: str, rule: str) -> list[tuple]:
-    """Every offending pixel of the given rows for one pixel check (not just the first)."""
+def pixel_problems_of(parsed: ParsedTable, positions: np.ndarray, check: str, config: DatasetConfig,
+                      expectation: str, rule: str) -> list[tuple]:
+    """Every offending pixel of the rows at `positions` of `parsed` (a chunk of the batch, or
+    all of it) for one pixel check (not just the first)."""
+    profile = parsed.profile
     matrix = parsed.pixels[positions]
     names = config.pixel_columns
     masks = pixel_problems(matrix, parsed.non_numeric[positions] if parsed.non_numeric is not None else None)
