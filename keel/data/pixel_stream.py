@@ -66,8 +66,8 @@ class Signatures:
 
     def __init__(self, config: DatasetConfig, id_column: str | None):
         self.others = {config.label_column, config.group_column, id_column}
-        self.kinds: dict[str, set[str]] = {}
-        self.types: dict[str, pa.DataType] = {}
+        self.kinds: dict[str, set[str]] = {}  # column: its kinds of type
+        self.types: dict[str, pa.DataType] = {}  # kind: a type of that kind
         self.float_pixels: set[bool] = set()
 
     def add(self, parsed: ParsedTable) -> None:
@@ -161,7 +161,6 @@ class WholeRows:
 
 class _Hashing:
     """A binary file that feeds every byte read from it to `digest`."""
-
     def __init__(self, handle, digest):
         self.handle, self.digest = handle, digest
 
@@ -238,7 +237,8 @@ class CsvRows:
         end = first.find(b"\n")
         header = [c.strip() for c in next(csv.reader([(first if end < 0 else first[:end]).decode("utf-8", "replace").strip()]), [])]
         check_unique_columns(self.url, header)
-        prefix = first.lstrip(b"\r\n").split(b"\n", 1)[0] + b"\n"  # what Arrow reads as the header
+        body = first.lstrip(b"\r\n")  # the header as Arrow reads it: the first line that is not blank
+        prefix = (body if (cut := body.find(b"\n")) < 0 else body[:cut]) + b"\n"
         counts, checks, rows_before, line = [], [], 0, first.count(b"\n") + 1
         for index, pieces in enumerate(itertools.chain([[first]], runs)):
             checks.append(functools.reduce(lambda crc, piece: zlib.crc32(piece, crc), pieces, 0))
