@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/validate_sign_mnist.py
 	$(BIN)/python benchmarks/text.py
 	$(BIN)/python benchmarks/train_fruits.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf data/versions data/checkpoints reports mlruns/mlflow.db mlruns/artifacts
