@@ -115,4 +115,3 @@ def image_statistics(matrix: np.ndarray) -> dict[str, np.ndarray]:
 
 def empty_profile() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=object) for c in PROFILE_COLUMNS})
-

@@ -2,7 +2,10 @@
 
 `validate_batch` reads one landed file (CSV, gzip or not; parquet; IDX with an optional
 labels file; a text dataset's CSV, parquet or JSONL: keel.validation.text_batch), checks it with the dataset's suite and writes, into one report folder that
-appears whole (built beside it, then renamed):
+appears whole (built beside it, then renamed). A CSV or parquet file is read a chunk of rows at
+a time (keel.data.pixel_stream): `first_pass` keeps each row's profile and anomaly score, never
+its pixels, and keel.validation.report_files reads again only what the report shows as read.
+The folder holds:
 
 - ``report.json`` / ``report.md``: verdict, reasons, every failed expectation, drift figures;
 - ``docs/index.html``: Great Expectations Data Docs of the four tables;
@@ -20,9 +23,7 @@ dataset's curated training data, which the next ingest folds into a new dataset 
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
-import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from keel.core.atomic import atomic_path, folder_lock
 from keel.core.config import DatasetConfig
 from keel.core.errors import ConfigError, DatasetError, KeelError
 from keel.core.io import decompress, read_bytes, sha256_hex
+from keel.core.memory import return_freed_memory
 from keel.data.curated import curated_manifest
 from keel.data.idx import parse_idx_array, parse_idx_pair
 from keel.data.landing import default_report_dir
@@ -138,7 +140,7 @@ def _profile_chunks(source: PixelRows, suite: Suite, spill: PixelSpill, reading:
         # Each column on its own (a copy: a chunk's few KB), so that _concat_profiles frees each as it goes.
         parts.append(pd.DataFrame({c: parsed.profile[c].to_numpy().copy() for c in parsed.profile.columns}, copy=False))
         if len(parts) % 16 == 0:
-            _return_freed_memory(trim=True)
+            return_freed_memory(trim=True)
     spill.close()
     return Profiled(header or [], _concat_profiles(parts), skipped, kinds, images,
                     scorer.finish() if scorer is not None else None, reading)
@@ -230,7 +232,7 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
     final = Path(report_dir) if report_dir else default_report_dir(config, input_path, hashed)
     if not report_dir:
         check_report_dir(final)  # before the checks
-    _return_freed_memory()
+    return_freed_memory()
     with building_report(final) as staged:
         spill = PixelSpill(staged / ".pixels.arrow")
         batch = first_pass(config, source, suite, id_column, spill)
@@ -241,6 +243,7 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
         tick = time.perf_counter()
         checked = _tables(config, batch, suite, id_column)
         timings["prepare"] = time.perf_counter() - tick
+        return_freed_memory(trim=True)  # before Great Expectations' own peak
         run = run_suites(checked.tables, {t: suite.expectations(t, checked.available) for t in checked.tables},
                          f"{config.name}-{sha[:12]}", staged / "docs")
         timings["gx"] = run.seconds
@@ -251,31 +254,6 @@ def validate_batch(config: DatasetConfig, input_path: str, report_dir: str | Pat
         result = _result(config, str(input_path), sha, suite, batch, checked, judged, timings, final)
         write_report(staged, final, result, source, batch, judged, config, id_column, spill)
     return result
-
-
-@functools.cache
-def _glibc():
-    """The C library, when it is glibc (mallopt, malloc_trim), else None."""
-    try:
-        return ctypes.CDLL("libc.so.6") if hasattr(ctypes.CDLL("libc.so.6"), "malloc_trim") else None
-    except OSError:  # not glibc: its own allocator's ways
-        return None
-
-
-def _return_freed_memory(trim: bool = False) -> None:
-    """Keeps glibc giving freed memory back, so that the process's size is a chunk's, not the
-    file's. By default glibc raises its mmap threshold to the largest block freed (up to 32 MB),
-    after which every chunk's arrays come from the heap, which fragments and does not shrink
-    (1.1 GB kept after 274,550 rows, measured): a fixed threshold of 8 MB keeps them mapped.
-    `trim`: also hand back the pages freed inside the heap (malloc_trim), where the profiles'
-    small arrays sit between a chunk's large ones, and those Arrow's pool keeps for reuse."""
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD
-        if trim:
-            libc.malloc_trim(0)
-    if trim:
-        pa.default_memory_pool().release_unused()
 
 
 def _concat_profiles(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -293,7 +271,7 @@ def _concat_profiles(parts: list[pd.DataFrame]) -> pd.DataFrame:
     merged = {}
     for column in columns:
         merged[column] = np.concatenate([a.pop(column) for a in arrays])
-        _return_freed_memory(trim=True)
+        return_freed_memory(trim=True)
     return pd.DataFrame(merged, copy=False)
 
 

@@ -5,8 +5,8 @@ wrote the folder. Data Docs (docs/) are written by the suites' run.
 
 A pixel-row batch's files are written as its rows stream by, never all of them in memory: the
 clean rows from the pixels the first pass spilled (`PixelSpill`), the quarantined rows as read,
-every offending pixel and the most anomalous images from a second pass that parses only the
-chunks holding them (keel.data.pixel_stream)."""
+every offending pixel from a second pass that parses only the chunks holding quarantined rows
+(keel.data.pixel_stream). Both passes read ahead in a thread (`prefetched`)."""
 
 from __future__ import annotations
 
