@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for `benchmarks.*` when run as a script
 
 from benchmarks.text import environment, timed_process  # noqa: E402
-from benchmarks.train_sign_mnist import machine  # noqa: E402
+from benchmarks.train_sign_mnist import machine, make_keel_home  # noqa: E402
 
 CSV = REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz"
 MODEL = "keel-sign-mnist"
@@ -77,14 +77,6 @@ def run(label: str, command: list[str], folder: Path, home: Path, ok: tuple[int,
     print(f"[{label}] {figures['wall_seconds']:.2f} s, peak {figures.get('peak_rss_mb') or 0:,.0f} MB", flush=True)
     return {"label": label, "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(command)),
             **figures}
-
-
-def make_home(folder: Path) -> Path:
-    home = folder / "home"
-    shutil.copytree(REPO / "conf", home / "conf")
-    (home / "data").mkdir(parents=True)
-    (home / "data" / "sign-mnist").symlink_to(REPO / "data" / "sign-mnist", target_is_directory=True)
-    return home
 
 
 def repeated_csv(copies: int, target: Path) -> Path:
@@ -192,7 +184,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="keel-scale-bench-") as tmp:
         folder = Path(tmp)
-        home = make_home(folder)
+        home = make_keel_home(folder)
         figures = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": []}
         figures["train"] = run("keel train --epochs 1", keel("train", "--epochs", "1"), folder, home)
         if not args.skip_validate:

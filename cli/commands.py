@@ -47,13 +47,13 @@ def _reused(args: argparse.Namespace, fmt: str):
     figures: docs/benchmarks.md). A job that has work, a remote input or output (and any
     mistake: the flow says it) goes through the flow as before."""
     from keel.core.io import is_remote
-    from keel.serving.jobs import plan_job
+    from keel.serving.jobs import reused_summary
     from keel.tracking import client as tracking
 
     if is_remote(args.input) or is_remote(args.output):
         return None
     try:
-        return plan_job(tracking.registry_client(), args.model, args.input, args.output, fmt).reused()
+        return reused_summary(tracking.registry_client, args.model, args.input, args.output, fmt)
     except Exception:  # a mistake or an outage: the flow run reports it (and retries an outage), as Prefect shows
         return None
 

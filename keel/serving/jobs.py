@@ -10,6 +10,7 @@ manifest before it starts a Prefect API or loads a model (cli/commands.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,3 +83,14 @@ def plan_job(client, reference: str, input_path: str | Path, output: str | Path,
     if inputs.refused:  # entries the photo listing refused (links out of the folder...): part of what was asked
         identity["refused"] = [{"file": path, "reason": reason} for path, reason in inputs.refused.items()]
     return ScoringJob(outputs, model, inputs, identity, started)
+
+
+def reused_summary(registry: Callable[[], object], reference: str, input_path: str | Path, output: str | Path,
+                   fmt: str) -> ScoreSummary | None:
+    """The earlier job's summary when it scored exactly these inputs with the version `reference`
+    names now (looked up with the client `registry()` makes), else None: at once, before a
+    registry client is made or an input hashed, when no Keel job wrote this output yet (a job
+    with work then hashes its inputs once, not twice)."""
+    if check_output(input_path, output, fmt).previous is None:
+        return None
+    return plan_job(registry(), reference, input_path, output, fmt).reused()
