@@ -9,37 +9,35 @@ say it.
 
 Arrow's streaming CSV reader infers types from its first block and then fails on a later
 block that does not fit them (an "abc" in row 200,000 of an integer column): a bad value would
-fail the whole job, and the in-memory reader would have read that column as text instead. So
-every CSV column is read as text and each batch's columns are typed afterwards, batch by batch,
-as the in-memory reader types a whole column: integers (int64) when every value is one, else
-numbers (float64), else text, Arrow's null words ("", "NA", "null"...) as nulls. A value thus
-reads the same whichever batch it falls in; only the batch's column type can differ (text in
-the one batch that holds the "abc"), so consumers read values, never a batch's schema, and a
-bad value is one bad row, never a failed job.
+fail the whole job, and the in-memory reader would have read that column as text instead. So a
+CSV is read in two ways. The fast one first: every column but the text ones (ids) parsed as
+int64 by Arrow's parser, which is what a clean file of pixel rows is, parsed once with no text
+kept. At the first value that is not an integer the file is read again from the start, every
+column as text, the batches already given skipped, and each later batch's columns typed as the
+in-memory reader types a whole column: integers (int64) when every value is one, else numbers
+(float64), else text, Arrow's null words ("", "NA", "null"...) as nulls. A value thus reads the
+same whichever batch it falls in and whichever way it was read; only the batch's column type can
+differ (text in the one batch that holds the "abc"), so consumers read values, never a batch's
+schema, and a bad value is one bad row, never a failed job.
 
-`FrameSpool` is the writing side: pandas frames appended as they are made, written as one
-parquet, CSV or JSON-lines file into a temporary beside the output, for the caller to rename.
+The writing side (frames appended to one output file as they come) is keel.core.spool.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
+from itertools import islice
 
 import fsspec
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from keel.core.atomic import temporary_beside
 from keel.core.errors import DatasetError
 from keel.core.io import reading
 
@@ -83,8 +81,7 @@ def open_record_batches(url: str, batch_rows: int, *, text_columns: Collection[s
                 while block := handle.read(CHUNK):
                     digest.update(block)
             return
-        chunks = _raw_chunks(handle, digest)
-        yield from _csv_batches(url, _gunzip(url, chunks) if head[:2] == b"\x1f\x8b" else chunks, batch_rows,
+        yield from _csv_batches(url, _CsvSource(url, handle, head[:2] == b"\x1f\x8b", digest), batch_rows,
                                 set(text_columns), check_header)
 
 
@@ -103,14 +100,6 @@ def _parquet_batches(url: str, handle, batch_rows: int) -> Iterator[pa.RecordBat
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], type=field.type) for field in schema], schema=schema)
-
-
-def _raw_chunks(handle, digest) -> Iterator[bytes]:
-    """The file's bytes as stored, `_RAW_READ` at a time, each fed to `digest` on the way."""
-    while block := handle.read(_RAW_READ):
-        if digest is not None:
-            digest.update(block)
-        yield block
 
 
 def _gunzip(url: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -174,34 +163,103 @@ def _header(url: str, chunks: Iterator[bytes]) -> tuple[list[str], bytes]:
     return next(csv.reader([line]), []), head
 
 
-def _csv_batches(url: str, chunks: Iterator[bytes], batch_rows: int, text: set[str],
+class _CsvSource:
+    """A CSV file's bytes (gunzipped if `gz`) as chunks, read once or, after a `restart`, again
+    from the start. `digest` is fed every byte as stored once: a second pass feeds it only the
+    bytes past those the first pass fed, and checks the bytes it reads again against the first
+    pass's (if they differ, the file changed between the passes, and the digest is spoiled so
+    that it matches no file's hash: the caller's check says the file changed)."""
+
+    def __init__(self, url: str, handle, gz: bool, digest):
+        self.url, self.handle, self.gz, self.digest = url, handle, gz, digest
+        self.fed, self.again, self.first = 0, None, None
+
+    def restart(self) -> None:
+        self.handle.seek(0)
+        if self.digest is not None:
+            self.again, self.first = hashlib.sha256(), self.digest.copy().hexdigest()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The file's bytes (gunzipped if it is gzip), _RAW_READ stored bytes at a time."""
+        raw = self._hashed(iter(lambda: self.handle.read(_RAW_READ), b""))
+        return _gunzip(self.url, raw) if self.gz else raw
+
+    def _hashed(self, blocks: Iterator[bytes]) -> Iterator[bytes]:
+        at = 0
+        for block in blocks:
+            if self.digest is not None:
+                seen = max(0, min(len(block), self.fed - at))  # bytes the first pass fed already
+                if seen:
+                    self.again.update(block[:seen])
+                    if at + seen == self.fed:
+                        self._check_again()
+                self.digest.update(block[seen:])
+                at += len(block)
+                self.fed = max(self.fed, at)
+            yield block
+        if self.again is not None and at < self.fed:  # shorter than the first pass read it
+            self.digest.update(b"changed between two reads")
+
+    def _check_again(self) -> None:
+        if self.again.hexdigest() != self.first:
+            self.digest.update(b"changed between two reads")
+
+
+def _csv_batches(url: str, source: _CsvSource, batch_rows: int, text: set[str],
                  check_header: Callable[[str, list[str]], None] | None) -> Iterator[pa.RecordBatch]:
+    """The fast path first: every column but `text` parsed as int64 by Arrow (a clean pixel
+    file: parsed once, no text kept). At the first value that is not an integer, the file is
+    read again from the start as text, the batches already given skipped, and typed batch by
+    batch from there on (_typed); a file that is not a CSV table fails as the text pass says."""
+    given = 0
+    try:
+        for table in _sliced(_open_csv(url, source, text, check_header), batch_rows):
+            given += 1
+            yield pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], names=table.column_names)
+        return
+    except pa.ArrowInvalid:
+        pass  # a value that is not an integer, or a broken row (the text pass names it)
+    source.restart()
+    try:
+        for table in islice(_sliced(_open_csv(url, source, None, None), batch_rows), given, None):
+            yield _typed(table, text)
+    except pa.ArrowInvalid as exc:
+        raise DatasetError(f"{url}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+
+
+def _open_csv(url: str, source: _CsvSource, text: set[str] | None,
+              check_header: Callable[[str, list[str]], None] | None) -> pacsv.CSVStreamingReader:
+    """Arrow's streaming reader over the source's bytes: every column as text when `text` is
+    None, else those in `text` as text and every other one as int64."""
+    chunks = source.chunks()
     names, head = _header(url, chunks)
     if check_header is not None:
         check_header(url, names)
-    source = _ChunkReader(_prepend(head, chunks))
-    try:
-        reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK, column_names=names,
-                                                                        skip_rows=1),
-                                convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
-        pending, count, given = [], 0, False
-        for block in reader:
-            pending.append(block)
-            count += block.num_rows
-            while count >= batch_rows:
-                table = pa.Table.from_batches(pending)
-                pending, count = [b for b in table.slice(batch_rows).to_batches() if b.num_rows], count - batch_rows
-                given = True
-                yield _typed(table.slice(0, batch_rows), text)
-        if count or not given:
-            yield _typed(pa.Table.from_batches(pending, schema=reader.schema), text)
-    except pa.ArrowInvalid as exc:
-        raise DatasetError(f"{url}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    types = {n: pa.string() if text is None or n in text else pa.int64() for n in names}
+    return pacsv.open_csv(_ChunkReader(_prepend(head, chunks)),
+                          read_options=pacsv.ReadOptions(block_size=CSV_BLOCK, column_names=names, skip_rows=1),
+                          convert_options=pacsv.ConvertOptions(column_types=types))
 
 
 def _prepend(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
     yield head
     yield from chunks
+
+
+def _sliced(reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.Table]:
+    """The reader's rows as tables of `batch_rows` rows (the last shorter; one empty table for
+    no rows)."""
+    pending, count, given = [], 0, False
+    for block in reader:
+        pending.append(block)
+        count += block.num_rows
+        while count >= batch_rows:
+            table = pa.Table.from_batches(pending)
+            pending, count = [b for b in table.slice(batch_rows).to_batches() if b.num_rows], count - batch_rows
+            given = True
+            yield table.slice(0, batch_rows)
+    if count or not given:
+        yield pa.Table.from_batches(pending, schema=reader.schema)
 
 
 def _typed(table: pa.Table, text: set[str]) -> pa.RecordBatch:
@@ -228,106 +286,3 @@ def _typed_column(column):
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     return column
-
-
-# ----------------------------------------------------------------------------- writing
-# A scoring job's outputs are written as its batches come: each pandas frame is appended to a
-# parquet temporary beside the output (named and locked as keel.core.atomic names them, so a
-# killed job leaves only temporaries its next run removes), and the finished file appears only
-# when the caller renames it into place.
-
-
-def frame_schema(frame: pd.DataFrame) -> pa.Schema:
-    """The Arrow schema parquet stores `frame` with: a column without values (all missing) as
-    text, not null (pandas would write it as nulls, and readers would lose its type)."""
-    schema = pa.Schema.from_pandas(frame, preserve_index=False)
-    for i, column in enumerate(schema):
-        if pa.types.is_null(column.type):
-            schema = schema.set(i, column.with_type(pa.string()))
-    return schema
-
-
-def conform(frame: pd.DataFrame, template: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with the columns (in order) and types of `template`: what pd.concat gives for
-    its rows when concatenated with frames like the template's (a missing column as missing
-    values, an int64 column among float64 ones as float64)."""
-    if list(frame.columns) == list(template.columns) and frame.dtypes.equals(template.dtypes):
-        return frame
-    return frame.reindex(columns=template.columns).astype(template.dtypes.to_dict())
-
-
-class FrameSpool:
-    """Pandas frames appended one by one and written, at `finish`, as one parquet, CSV or JSON
-    lines file (gzip when `final`'s name ends in .gz) with the columns and types pd.concat of
-    all of them would give (frames without rows count only when no frame has rows), in
-    bounded memory.
-
-    Frames go to parquet temporaries beside `final`, a new one only when a frame widens the
-    columns or types so far (a float64 label after int64 ones: at most once per column); the
-    temporaries live as long as `stack`. `finish` returns the temporary holding the finished
-    file, for the caller to rename onto `final` (for parquet it is the first temporary itself
-    when nothing widened). Frames are assumed to come row-aligned and indexless."""
-
-    def __init__(self, final: Path, fmt: str, stack: ExitStack):
-        self.final, self.fmt, self.stack = Path(final), fmt, stack
-        self.template: pd.DataFrame | None = None  # the columns and types so far (no rows)
-        self.empty: pd.DataFrame | None = None  # the same over the frames without rows
-        self.segments: list[tuple[Path, pd.DataFrame]] = []  # (temporary, its template)
-        self.writer: pq.ParquetWriter | None = None
-        self.schema: pa.Schema | None = None
-
-    def append(self, frame: pd.DataFrame) -> None:
-        if not len(frame):
-            self.empty = frame.iloc[:0] if self.empty is None else pd.concat([self.empty, frame.iloc[:0]])
-            return
-        template = frame.iloc[:0] if self.template is None else pd.concat([self.template, frame.iloc[:0]])
-        if self.template is None or not _same_columns(template, self.template):
-            self._close_writer()
-            self.template = template
-            path = self.stack.enter_context(temporary_beside(self.final))
-            self.schema = frame_schema(template)
-            self.writer = pq.ParquetWriter(path, self.schema)
-            self.segments.append((path, template))
-        self.writer.write_table(pa.Table.from_pandas(conform(frame, self.template), schema=self.schema,
-                                                     preserve_index=False))
-
-    def finish(self) -> Path:
-        """The temporary holding the finished file."""
-        self._close_writer()
-        template = self.template if self.template is not None else self.empty
-        template = template if template is not None else pd.DataFrame()
-        if self.fmt == "parquet" and len(self.segments) == 1:
-            return self.segments[0][0]
-        path = self.stack.enter_context(temporary_beside(self.final))
-        if self.fmt == "parquet":
-            with pq.ParquetWriter(path, frame_schema(template)) as writer:
-                for chunk in self._chunks(template):
-                    writer.write_table(pa.Table.from_pandas(chunk, schema=writer.schema, preserve_index=False))
-            return path
-        gz = self.final.name.lower().endswith(".gz")
-        with (gzip.open(path, "wt", encoding="utf-8", newline="") if gz
-              else open(path, "w", encoding="utf-8", newline="")) as handle:
-            for i, chunk in enumerate(self._chunks(template)):
-                if self.fmt == "csv":
-                    chunk.to_csv(handle, index=False, header=i == 0)
-                elif len(chunk) or not self.segments:
-                    chunk.to_json(handle, orient="records", lines=True)
-        return path
-
-    def _chunks(self, template: pd.DataFrame) -> Iterator[pd.DataFrame]:
-        """Every appended row, `template`'s columns and types, a spool's row group at a time
-        (the template itself when no frame had rows)."""
-        if not self.segments:
-            yield template
-        for path, _ in self.segments:
-            for batch in pq.ParquetFile(path).iter_batches():
-                yield conform(batch.to_pandas(), template)
-
-    def _close_writer(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def _same_columns(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    return list(a.columns) == list(b.columns) and a.dtypes.equals(b.dtypes)

@@ -25,7 +25,7 @@ import pandas as pd
 from keel.core.atomic import atomic_path, ensure_writable_folder, folder_lock, put_atomic, writing_into
 from keel.core.errors import KeelError, OutputError
 from keel.core.io import exists, is_remote, local_path, read_bytes
-from keel.core.streams import FrameSpool
+from keel.core.spool import FrameSpool
 
 FORMATS = ("parquet", "csv", "jsonl")
 ERROR_COLUMNS = ["input_file", "row", "id", "column", "value", "reason"]
@@ -174,7 +174,7 @@ class ResultFiles:
     """Where one job's predictions and errors go as its batches are scored, and how they are
     put in place when it finishes (a context manager: whatever is left when it exits is removed).
 
-    Each output grows in Keel temporaries beside it (keel.core.streams.FrameSpool); `commit`
+    Each output grows in Keel temporaries beside it (keel.core.spool.FrameSpool); `commit`
     finishes them and renames them into place with the manifest, under the folder's lock, so
     two jobs writing the same output never mix (the last one wins entirely) and a killed job
     leaves nothing under the real names, only temporaries the next job there removes. fsspec
