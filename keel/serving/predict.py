@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from keel.core.prefetch import prefetched
 from keel.serving.inputs import Inputs, ScoringTable, scoring_tables
 from keel.serving.jobs import ScoreSummary, plan_job
 from keel.serving.outputs import ERROR_COLUMNS, Outputs, ResultFiles
@@ -84,7 +85,9 @@ def _score(model: ModelRef, inputs: Inputs, input_path: str | Path, id_column: s
         # Once per job; it loads while Arrow (which releases the GIL) parses the first batch.
         # Text files are read by the model's text column, so they wait for the model.
         loading = pool.submit(loader, model.uri)
-        tables = scoring_tables(inputs, input_path, model.inputs, id_column, lambda: loading.result().config)
+        # Read one table ahead in a thread of its own: the next batch is parsed while this one is scored.
+        tables = prefetched(scoring_tables(inputs, input_path, model.inputs, id_column,
+                                           lambda: loading.result().config))
         first = list(islice(tables, 1))
         classifier = loading.result()
     scored = _Scored()

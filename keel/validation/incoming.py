@@ -39,6 +39,7 @@ from keel.core.config import DatasetConfig
 from keel.core.errors import ConfigError, DatasetError, KeelError
 from keel.core.io import decompress, read_bytes, sha256_hex
 from keel.core.memory import return_freed_memory
+from keel.core.prefetch import prefetched
 from keel.data.curated import curated_manifest
 from keel.data.idx import parse_idx_array, parse_idx_pair
 from keel.data.landing import default_report_dir
@@ -52,7 +53,7 @@ from keel.validation.checks import class_table, run_suites, schema_table
 from keel.validation.drift import drift_table
 from keel.validation.quarantine import Judgement, judge
 from keel.validation.report import REJECTED, BatchResult
-from keel.validation.report_files import PixelSpill, prefetched, write_report
+from keel.validation.report_files import PixelSpill, write_report
 from keel.validation.report_folder import building_report, check_report_dir
 from keel.validation.suite import Suite, load_suite
 from keel.validation.text_batch import validate_text_batch

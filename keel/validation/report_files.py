@@ -11,8 +11,6 @@ every offending pixel from a second pass that parses only the chunks holding qua
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ import pyarrow.parquet as pq
 from keel.core.atomic import atomic_path
 from keel.core.config import DatasetConfig
 from keel.core.plots import image_grid
+from keel.core.prefetch import prefetched
 from keel.data.pixel_rule import invalid_rows
 from keel.data.pixel_stream import PixelRows
 from keel.validation.quarantine import Judgement, pixel_problems_of
@@ -237,44 +236,3 @@ class PixelSpill:
     def remove(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
-
-
-def prefetched(items: Iterator) -> Iterator:
-    """`items` made one ahead in a thread of their own: the next chunk is read and parsed (zlib,
-    Arrow and numpy release the GIL) while the caller scores or writes this one, and no further:
-    two chunks in memory at most. An error there is raised here; leaving early stops the thread
-    and closes `items`."""
-    results: queue.Queue = queue.Queue()
-    turns = threading.Semaphore(2)  # the item the caller holds and the one being made
-    stop, end = threading.Event(), object()
-
-    def produce() -> None:
-        try:
-            while True:
-                while not turns.acquire(timeout=0.1):
-                    if stop.is_set():
-                        return
-                item = end if stop.is_set() else next(items, end)
-                results.put((item, None))
-                if item is end:
-                    return
-        except BaseException as exc:  # noqa: BLE001 -- handed to the caller, raised there
-            results.put((end, exc))
-        finally:
-            getattr(items, "close", lambda: None)()
-
-    thread = threading.Thread(target=produce, name="keel-pixel-chunks", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = results.get()
-            if error is not None:
-                raise error
-            if item is end:
-                return
-            yield item
-            del item
-            turns.release()  # the caller is done with the item: make the one after next
-    finally:
-        stop.set()
-        thread.join()
