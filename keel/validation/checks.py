@@ -29,6 +29,7 @@ from keel.core.config import DatasetConfig
 from keel.data.splits import leakage_sentence
 from keel.data.versions import DatasetVersion
 from keel.modalities.expectations import MIN_EXPECTED_ROWS
+from keel.validation.datadocs_offline import build_offline_site
 from keel.validation.suite import leakage_expectations, load_suite, structural_suite
 
 MAX_EXAMPLES = 5
@@ -231,7 +232,7 @@ def run_suites(tables: dict[str, pd.DataFrame], expectations: dict[str, list[dic
     seconds = time.perf_counter() - started
     docs_index = None
     if docs_dir is not None:
-        context.build_data_docs(site_names=["keel"])
+        build_offline_site(context, "keel", Path(docs_dir))  # self-contained: opens offline
         docs_index = str(Path(docs_dir) / "index.html")
     return SuiteRun(results, total, seconds, docs_index)
 
