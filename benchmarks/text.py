@@ -186,16 +186,17 @@ def run_figures(home: Path, dataset: str, folder: Path) -> dict:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     predictions = client.download_artifacts(run.info.run_id, "evaluation/evaluation_predictions.npy", str(folder))
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "evaluation/evaluation_per_class.json",
+                                                      str(folder))).read_text())  # MLflow's table: orient "split"
+    per_class = [dict(zip(table["columns"], row)) for row in table["data"]]
     versions = [v for v in client.search_model_versions(f"name = 'keel-{dataset}'") if v.run_id == run.info.run_id]
     return {
         "run_id": run.info.run_id, "dataset_version": tags.get("keel.dataset_version"), "params": dict(params),
         "model": params.get("model"), "max_length": params.get("max_length"), "device": tags.get("keel.device"),
         "precision": tags.get("keel.precision"), "pretrained": tags.get("keel.pretrained"),
         "accuracy": metrics.get("evaluation_accuracy"), "macro_f1": metrics.get("evaluation_macro_f1"),
-        "precision_per_class": {k.removeprefix("evaluation_precision_"): v for k, v in metrics.items()
-                                if k.startswith("evaluation_precision_")},
-        "recall_per_class": {k.removeprefix("evaluation_recall_"): v for k, v in metrics.items()
-                             if k.startswith("evaluation_recall_")},
+        "precision_per_class": {row["class"]: row["precision"] for row in per_class},
+        "recall_per_class": {row["class"]: row["recall"] for row in per_class},
         "train_seconds": metrics.get("train_seconds"), "loop_seconds": metrics.get("loop_seconds"),
         "best_epoch": metrics.get("best_epoch"), "epoch_seconds": history("epoch_seconds"),
         "texts_per_second": history("images_per_second"), "val_accuracy": history("val_accuracy"),

@@ -7,7 +7,7 @@ import time
 
 from keel.core.errors import KeelError
 from keel.tracking import client as tracking
-from keel.tracking.promotion import CHAMPION, current_version, history, move_alias, rollback
+from keel.tracking.promotion import history
 
 
 def models(args: argparse.Namespace) -> int:
@@ -29,12 +29,17 @@ def models(args: argparse.Namespace) -> int:
         split = f"{tags.get('split.kind', 'random')} ({tags.get('split.evaluation_rows', '?')})"
         print(f"{mv.version:>7}  {created:19}  {tags.get('evaluation_accuracy', '')[:8]:>8}  "
               f"{tags.get('evaluation_macro_f1', '')[:8]:>8}  {split:24}  {tags.get('dataset_version', ''):16}  "
-              f"{', '.join(sorted(aliases.get(str(mv.version), []))) or '-'}  {tags.get('keel.verdict', '')}")
+              f"{', '.join(sorted(aliases.get(str(mv.version), []))) or '-'}  {_verdict(tags)}")
     print("\nalias history (oldest first):")
     for event in history(client, args.name):
         print(f"  {event['time'][:19]}  {event['alias']:10}  v{event.get('from') or '-'} -> v{event['to']}  "
               f"[{event['kind']}] by {event['actor']}: {event['reason']}")
     return 0
+
+
+def _verdict(tags: dict[str, str]) -> str:
+    """The gate's verdict, then any override and rollback of the version (tags of their own)."""
+    return "; ".join(tags[key] for key in ("keel.verdict", "keel.override", "keel.rolled_back") if tags.get(key))
 
 
 def promote(args: argparse.Namespace) -> int:
@@ -43,9 +48,9 @@ def promote(args: argparse.Namespace) -> int:
         client.get_model_version(args.name, args.version)
     except Exception:
         raise KeelError(f"{args.name} has no version {args.version}; see `keel models {args.name}`") from None
-    event = move_alias(client, args.name, CHAMPION, args.version, current_version(client, args.name, CHAMPION),
-                       "override", args.reason)
-    client.set_model_version_tag(args.name, args.version, "keel.verdict", f"promoted by override: {args.reason}")
+    from keel.tracking.registry import override_champion  # imports mlflow: not at start-up
+
+    event = override_champion(client, args.name, args.version, args.reason)
     print(f"{args.name}@champion: v{event['from'] or '-'} -> v{event['to']} (override by {event['actor']}: {args.reason})")
     return 0
 
@@ -59,6 +64,8 @@ def sign(args: argparse.Namespace) -> int:
 
 
 def roll_back(args: argparse.Namespace) -> int:
-    event = rollback(tracking.client(), args.name, args.reason)
+    from keel.tracking.registry import roll_back_champion  # imports mlflow: not at start-up
+
+    event = roll_back_champion(tracking.client(), args.name, args.reason)
     print(f"{args.name}@champion: v{event['from']} -> v{event['to']} (rollback by {event['actor']}: {args.reason})")
     return 0

@@ -4,11 +4,15 @@ images or texts); and scoring a registered version on a split."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from mlflow.entities import Metric
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from keel.core import settings
 from keel.core.contracts import RunRef, TrainingSummary, VersionRef
@@ -52,12 +56,11 @@ def _log_part(client, run_id: str, part: str, dataset: DatasetVersion, indices: 
     predictions = probabilities.argmax(1)
     metrics = classification_metrics(_targets(dataset, indices), predictions, class_names)
     now = int(time.time() * 1000)
-    logged = [Metric(f"{part}_accuracy", metrics["accuracy"], now, 0), Metric(f"{part}_macro_f1", metrics["macro_f1"], now, 0)]
-    for row in metrics["per_class"]:
-        logged += [Metric(f"{part}_precision_{row['class']}", row["precision"], now, 0),
-                   Metric(f"{part}_recall_{row['class']}", row["recall"], now, 0)]
-    client.log_batch(run_id, metrics=logged)
+    # Per-class figures go into a table, not 2 x classes metrics that would bury the run's curves.
+    client.log_batch(run_id, metrics=[Metric(f"{part}_accuracy", metrics["accuracy"], now, 0),
+                                      Metric(f"{part}_macro_f1", metrics["macro_f1"], now, 0)])
     folder = settings.reports_dir() / "runs" / run_id
+    _log_table(client, run_id, pd.DataFrame(metrics["per_class"]), folder / f"{part}_per_class.json")
     png = confusion_matrix_png(np.array(metrics["confusion_matrix"]), class_names,
                                folder / f"{part}_confusion_matrix.png", title=f"{part} split: confusion matrix")
     client.log_artifact(run_id, str(png), artifact_path="evaluation")
@@ -76,6 +79,20 @@ def _log_part(client, run_id: str, part: str, dataset: DatasetVersion, indices: 
     client.log_artifact(run_id, str(predictions_npy), artifact_path="evaluation")
     client.log_dict(run_id, metrics, f"evaluation/{part}_metrics.json")
     return metrics | figures | {"predictions_path": str(predictions_npy)}
+
+
+def _log_table(client, run_id: str, table: pd.DataFrame, path: Path) -> None:
+    """`table` as a table artifact of the run (evaluation/<file>.json), written as
+    MlflowClient.log_table writes one, so MLflow's table views and load_table read it. log_table
+    itself appends to a table the run has already: a retried evaluation would list every class
+    twice. This replaces the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_json(path, orient="split", index=False)
+    client.log_artifact(run_id, str(path), artifact_path="evaluation")
+    logged = json.loads(client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    entry = {"path": f"evaluation/{path.name}", "type": "table"}
+    if entry not in logged:
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged + [entry]))
 
 
 def _targets(dataset: DatasetVersion, indices: np.ndarray) -> np.ndarray:

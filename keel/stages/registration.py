@@ -21,7 +21,7 @@ from keel.tracking import client as tracking
 from keel.tracking.promotion import (CHALLENGER, CHAMPION, AliasConflict, PromotionPolicy, current_version, decide,
                                      move_alias)
 from keel.serving.pyfunc import CLASSIFIER, log_pyfunc
-from keel.tracking.registry import register
+from keel.tracking.registry import VERDICT_TAG, describe_version, register
 
 
 def register_stage(run: RunRef, version: VersionRef, trained: TrainingSummary, metrics: dict,
@@ -166,11 +166,14 @@ def _judge(version: VersionRef, name: str, number: str, challenger: dict, champi
 
 
 def _tag_verdict(client, name: str, number: str, verdict: Verdict, policy: PromotionPolicy) -> None:
-    """The verdict in words and, after a paired comparison, its figures, as tags of the version."""
-    client.set_model_version_tag(name, number, "keel.verdict", verdict.text())
+    """The verdict in words and, after a paired comparison, its figures, as tags of the version, and
+    in words in its description. Only the gate writes the verdict: an override or a rollback
+    leaves it as it is (keel.tracking.registry.override_champion)."""
+    client.set_model_version_tag(name, number, VERDICT_TAG, verdict.text())
     client.set_model_version_tag(name, number, "keel.promoted", str(verdict.promote).lower())
     if verdict.p_value is not None:  # compared with a champion on the same rows
         client.set_model_version_tag(name, number, "keel.gate.p_value", f"{verdict.p_value:.6g}")
         client.set_model_version_tag(name, number, "keel.gate.difference", f"{verdict.difference:+.6f}")
         client.set_model_version_tag(name, number, "keel.gate.ci",
                                      f"{verdict.ci_low:+.6f}..{verdict.ci_high:+.6f} ({policy.confidence * 100:g} %)")
+    describe_version(client, name, number)

@@ -144,9 +144,10 @@ def start_run_stage(dataset_config: str, version: VersionRef, train_config: Trai
 def _new_run(client, experiment: str, config: DatasetConfig, version: DatasetVersion, train_config: TrainConfig) -> str:
     """A new run with the training's parameters, the split's tags, the leakage baselines and
     the dataset version as its input; returns its id."""
-    run = client.create_run(experiment, run_name=f"{train_config.model}-{version.id[:8]}", tags={
+    run = client.create_run(experiment, run_name=run_name(config.name, version.id, train_config), tags={
         "keel.dataset": config.name, "keel.dataset_version": version.id,
         "keel.git_commit": tracking.git_commit(), "mlflow.source.name": "keel train",
+        "mlflow.note.content": _run_note(config.name, version, train_config),
     })
     run_id = run.info.run_id
     tags = split_tags(version)
@@ -161,6 +162,23 @@ def _new_run(client, experiment: str, config: DatasetConfig, version: DatasetVer
                      tags=[RunTag(k, redact(v)) for k, v in tags.items()])
     log_dataset_input(client, run_id, version)
     return run_id
+
+
+def run_name(dataset: str, version_id: str, train_config: TrainConfig) -> str:
+    """What ran, in the run list's words: "sign-mnist-cnn sign-mnist@8802cd9a seed 42". Runs of the
+    same data differ by architecture and seed, so both are in the name."""
+    return f"{dataset}-{train_config.model} {dataset}@{version_id[:8]} seed {train_config.seed}"
+
+
+def _run_note(dataset: str, version: DatasetVersion, train_config: TrainConfig) -> str:
+    """The run's description on its MLflow page (markdown): what was trained on which rows."""
+    lines = [f"`keel train`: **{train_config.model}** on dataset **{dataset}** version `{version.id}`, "
+             f"seed {train_config.seed}, at most {train_config.epochs} epochs."]
+    if version.split_description:
+        lines.append(f"Evaluated on the {version.split_description.rstrip('.')}.")
+    if train_config.backbone:
+        lines.append(f"Backbone: `{train_config.backbone}`.")
+    return redact("\n\n".join(lines))
 
 
 def _run_or_none(client, run_id: str):

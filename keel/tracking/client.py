@@ -60,20 +60,30 @@ def registry_client():
     return ModelRegistryClient(uri, uri)
 
 
+# The MLflow UI opens an experiment on the view its kind calls for; without this tag it guesses,
+# and an experiment of training runs can open on the GenAI traces page.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # "Machine learning" in the UI
+
+
 def experiment_id(mlflow_client, name: str) -> str:
-    """The id of experiment `name`, created if new (its artifacts inside mlruns/ in embedded mode)."""
+    """The id of experiment `name`, created if new (its artifacts inside mlruns/ in embedded mode),
+    of the "Machine learning" kind: an existing one without a kind gets it, one whose kind a user
+    chose keeps it."""
     experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = (settings.mlruns_dir() / "artifacts").as_uri() if embedded() else None
-    try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
-    except Exception:
-        # Another run created it between our lookup and create.
-        experiment = mlflow_client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        location = (settings.mlruns_dir() / "artifacts").as_uri() if embedded() else None
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=location,
+                                                   tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except Exception:
+            # Another run created it between our lookup and create.
+            experiment = mlflow_client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags and experiment.lifecycle_stage == "active":
+        mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def artifact_url(run_id: str, local_file: str, artifact_path: str) -> str:

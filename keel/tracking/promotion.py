@@ -2,7 +2,9 @@
 
 MLflow keeps no history of which version held an alias. Keel appends every alias move to the
 registered model's tags in the tracking store (`keel.audit.<time>-<nonce>` = JSON event), so
-the history lives wherever the registry lives and any client can read it.
+the history lives wherever the registry lives and any client can read it. Each move writes a
+key of its own, so concurrent moves lose nothing; the registered model's description shows the
+same history in words, rebuilt from all those tags after every move.
 
 Alias moves are compare-and-set: under a registry-wide lock (a marker registered model whose
 creation the store makes atomic), the alias's current version is re-read and the move is
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import socket
 import time
@@ -36,6 +39,8 @@ BOOTSTRAP_DRAWS = 4000
 BOOTSTRAP_SEED = 0
 AUDIT_PREFIX = "keel.audit."
 LOCK_SUFFIX = ".keel-alias-lock"
+HISTORY_HEADING = "#### Alias history (written by Keel from the keel.audit.* tags)"
+DESCRIPTION_LIMIT = 5000  # characters of a registered model's or version's description in MLflow's SQL stores
 
 
 class PromotionPolicy(BaseModel):
@@ -284,6 +289,37 @@ def history(client, name: str) -> list[dict]:
     return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(AUDIT_PREFIX))]
 
 
+def when(event: dict) -> str:
+    """An event's time as people read it: "2026-11-30 19:48:01 UTC"."""
+    return event["time"][:19].replace("T", " ") + " UTC"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` on one line, cut at `limit` characters (a gate's reason is its whole verdict)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def keel_section(description: str | None, heading: str, lines: list[str]) -> str:
+    """`description` with its section under `heading` replaced by `lines`; the text above it (Keel's
+    summary, or what someone wrote in the UI) stays. The newest lines that fit MLflow's limit are kept."""
+    head = (description or "").split(heading, 1)[0].rstrip()
+    room, shown = DESCRIPTION_LIMIT - len(head) - len(heading) - 80, len(lines)
+    while shown and sum(len(line) + 1 for line in lines[len(lines) - shown:]) > room:
+        shown -= 1
+    kept = ([f"- ({len(lines) - shown} earlier lines: `keel models`)"] if shown < len(lines) else []) + lines[len(lines) - shown:]
+    return "\n\n".join(part for part in (head, heading, "\n".join(kept)) if part)
+
+
+def describe_history(client, name: str) -> None:
+    """Rewrites the alias history in `name`'s description from all its audit tags, one line per
+    move: a rewrite that a concurrent move overtook is repaired by the next move."""
+    lines = [f"- {when(e)}: `{e['alias']}` v{e.get('from') or '-'} -> v{e['to']} ({e['kind']} by {e['actor']}: "
+             f"{one_line(e['reason'])})" for e in history(client, name)]
+    client.update_registered_model(name, description=keel_section(
+        client.get_registered_model(name).description, HISTORY_HEADING, lines))
+
+
 def move_alias(client, name: str, alias: str, version: str, expected: str | None, kind: str, reason: str) -> dict:
     """Points `alias` at `version` only if it still points at `expected`; records the move."""
     with alias_lock(client, name):
@@ -291,7 +327,12 @@ def move_alias(client, name: str, alias: str, version: str, expected: str | None
         if current != expected:
             raise AliasConflict(f"{name}@{alias} moved to v{current} (expected v{expected}); decide again")
         client.set_registered_model_alias(name, alias, version)
-        return record(client, name, {"alias": alias, "from": current, "to": str(version), "kind": kind, "reason": reason})
+        event = record(client, name, {"alias": alias, "from": current, "to": str(version), "kind": kind, "reason": reason})
+        try:
+            describe_history(client, name)
+        except Exception as exc:  # the move is made and recorded; the description is only its view
+            logging.getLogger(__name__).warning(f"{name}'s description misses this alias move ({exc}); the next rewrites it")
+        return event
 
 
 def rollback(client, name: str, reason: str = "rollback") -> dict:

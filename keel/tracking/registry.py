@@ -1,5 +1,7 @@
 """The model registry: resolving a reference to one version, registering a logged model, and
-handing out a registered version's files only once Keel has verified them (keel.tracking.trust).
+handing out a registered version's files only once Keel has verified them (keel.tracking.trust);
+overriding the gate and rolling back by hand, each leaving the gate's verdict as it was and a
+record of its own beside it (tags, and lines in the version's description).
 
 How Keel's models are logged and built from those files is the serving layer's
 (keel.serving.pyfunc); nothing here unpickles or runs a model.
@@ -7,6 +9,7 @@ How Keel's models are logged and built from those files is the serving layer's
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +22,15 @@ import yaml
 from keel.core.config import TEXT_MODELS
 from keel.core.errors import KeelError
 from keel.tracking import client as tracking
+from keel.tracking.promotion import CHAMPION, current_version, history, keel_section, move_alias, one_line, rollback, when
 from keel.tracking.trust import registration_tags, verified_model
+
+# The gate's verdict, written once by the gate (keel.stages.registration) and never changed; a
+# person overruling it or rolling a version back leaves tags of their own beside it.
+VERDICT_TAG = "keel.verdict"
+OVERRIDE_TAG = "keel.override"
+ROLLED_BACK_TAG = "keel.rolled_back"
+NOTES_HEADING = "#### Gate verdict, overrides and rollbacks (written by Keel)"
 
 
 @dataclass
@@ -92,7 +103,62 @@ def register(client, model_uri: str, name: str, run_id: str, tags: dict[str, str
     tags = {**tags, **registration_tags(client, name, model_uri)}
     version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
                                           description=description, model_id=model_id)
+    if model_id:
+        _list_version(client, model_id, name, version.version)
     return str(version.version)
+
+
+def _list_version(client, model_id: str, name: str, version) -> None:
+    """Names the new version in its logged model's `mlflow.modelVersions` tag, the JSON list
+    [{"name": ..., "version": ...}] that MLflow's tracking server and mlflow.register_model
+    write, so the logged model's page shows it registered. MlflowClient.create_model_version
+    against a database store (the embedded one) does not write it; a server has, and an entry
+    already there is not added twice."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if not any(e.get("name") == name and str(e.get("version")) == str(version) for e in listed):
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(listed + [{"name": name, "version": version}])})
+
+
+def describe_version(client, name: str, number: str) -> None:
+    """Rewrites version `number`'s description: under Keel's summary, the gate's verdict and each
+    override and rollback that concerned the version, in words, from the alias history."""
+    mv = client.get_model_version(name, number)
+    verdict = (mv.tags or {}).get(VERDICT_TAG)
+    lines = [f"- the gate: {verdict}" if verdict else "- the gate has not judged this version"]
+    for e in history(client, name):
+        if e["alias"] != CHAMPION:
+            continue
+        who = f"by {e['actor']}: {one_line(e['reason'])}"
+        if e["kind"] == "override" and e["to"] == str(number):
+            lines.append(f"- {when(e)}: made champion by override {who} (v{e.get('from') or '-'} was champion)")
+        elif e["kind"] == "rollback" and e["from"] == str(number):
+            lines.append(f"- {when(e)}: rolled back {who} (champion back to v{e['to']})")
+        elif e["kind"] == "rollback" and e["to"] == str(number):
+            lines.append(f"- {when(e)}: champion again by rollback {who} (from v{e['from']})")
+    client.update_model_version(name, number, description=keel_section(mv.description, NOTES_HEADING, lines))
+
+
+def override_champion(client, name: str, number: str, reason: str) -> dict:
+    """Makes version `number` champion whatever the gate said (`keel promote --reason`). The gate's
+    verdict tag stays as the gate wrote it; the override gets a tag of its own and a line in
+    the version's description. Returns the alias event."""
+    event = move_alias(client, name, CHAMPION, number, current_version(client, name, CHAMPION), "override", reason)
+    client.set_model_version_tag(name, number, OVERRIDE_TAG, f"promoted by {event['actor']} at {when(event)}: {event['reason']}")
+    describe_version(client, name, number)
+    return event
+
+
+def roll_back_champion(client, name: str, reason: str) -> dict:
+    """Makes the previous champion champion again (`keel rollback`); the version rolled back gets
+    a tag saying so, and both versions a line in their descriptions. Returns the alias event."""
+    event = rollback(client, name, reason)
+    client.set_model_version_tag(name, event["from"], ROLLED_BACK_TAG, f"rolled back by {event['actor']} at "
+                                 f"{when(event)}: {event['reason']} (champion back to v{event['to']})")
+    for number in (event["from"], event["to"]):
+        describe_version(client, name, number)
+    return event
 
 
 @contextmanager
