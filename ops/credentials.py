@@ -60,7 +60,7 @@ def write_env_file(path: Path, values: dict[str, str], header: str = "") -> None
             raise KeelError(f"{key} for {path} holds a quote or a line break; percent-encode it "
                             "(as a URL password must be) and start again")
     with atomic_path(Path(path)) as tmp:
-        os.chmod(tmp, 0o600)  # atomic_path creates it so already; this says it where it matters
+        os.chmod(tmp, 0o600)  # atomic_path creates it with the umask's mode: private before the secrets are written
         tmp.write_text("\n".join(lines) + "\n")
 
 

@@ -276,6 +276,8 @@ class Stack:
             "KEEL_HOME": str(settings.home()), "KEEL_PROJECT_DIR": str(PROJECT_DIR),
             # Heartbeats let the server's automation mark a run whose machine died as crashed.
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(self.settings.heartbeat_seconds),
+            # The library's progress lines (an epoch, a scoring pass) go to the flow run's logs.
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "keel",
             "PREFECT_WORKER_QUERY_SECONDS": str(self.settings.poll_seconds),
             "PREFECT_WORKER_PREFETCH_SECONDS": str(self.settings.poll_seconds),
         }

@@ -88,7 +88,12 @@ def remove_abandoned_temporaries(final: Path) -> list[Path]:
 def temporary_beside(final: Path, directory: bool = False):
     """Yields a new temporary file (or folder) beside `final`, named for `final` and this
     process and locked while the block runs, after removing `final`'s abandoned temporaries.
-    The block renames it into place; whatever is left of it afterwards is removed."""
+    The block renames it into place; whatever is left of it afterwards is removed.
+
+    It is created as any program creates a file (0o666) or folder (0o777) less the process's
+    umask, and keeps that mode when renamed: with the usual umask 022, teammates can read a
+    scoring job's predictions. A file that must stay private (ops/credentials.py) is chmod-ed
+    by its writer."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(final)
@@ -98,10 +103,10 @@ def temporary_beside(final: Path, directory: bool = False):
             _IN_FLIGHT.add(str(tmp))
         try:
             if directory:
-                os.mkdir(tmp, 0o700)
+                os.mkdir(tmp, 0o777)
                 descriptor = os.open(tmp, os.O_RDONLY)
             else:
-                descriptor = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                descriptor = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
             break
         except FileExistsError:
             with _IN_FLIGHT_LOCK:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,8 @@ TEXT_BATCH = 256  # texts: attention grows with the square of the length, so not
 TOP_K = 3
 # The errors file's types, the same with problems or none (an empty frame's columns would be written as nulls).
 ERROR_TYPES = {"input_file": "str", "row": "int64", "id": "str", "column": "str", "value": "str", "reason": "str"}
+PROGRESS_SECONDS = 10.0  # a long job says how far it is at most this often ("keel.serving" logger)
+_LOG = logging.getLogger("keel.serving")
 
 
 @dataclass
@@ -92,6 +95,7 @@ def _score(model: ModelRef, inputs: Inputs, input_path: str | Path, id_column: s
         classifier = loading.result()
     scored = _Scored()
     scored_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    started = shown = time.perf_counter()
     for table in chain(first, tables):
         part = score_table(table, classifier, model, batch_size, scored_at)
         for predictions, errors in zip(part.predictions, part.errors):
@@ -99,6 +103,10 @@ def _score(model: ModelRef, inputs: Inputs, input_path: str | Path, id_column: s
                 predictions["id"] = predictions["id"].astype(str)
             results.add(predictions, errors.astype(ERROR_TYPES))
         scored.count(part)
+        if time.perf_counter() - shown >= PROGRESS_SECONDS:
+            shown = time.perf_counter()
+            _LOG.info("scored %s rows (%s rejected) in %.0f s, %s rows/s", f"{scored.rows:,}", f"{scored.rejected:,}",
+                      shown - started, f"{(scored.rows + scored.rejected) / (shown - started):,.0f}")
     return scored
 
 

@@ -34,6 +34,7 @@ refuse an unfit --nproc before anything runs.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing.util
 import os
 import pickle
@@ -173,6 +174,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _print_progress() -> None:
+    keel = logging.getLogger("keel")
+    keel.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    keel.addHandler(handler)
+
+
 def _rank_main(rank: int, world: int, backend: str, device_type: str, threads: int, exchange: str, parent: int,
                fn: Callable[..., Any], args: tuple) -> None:
     """One rank: joins the process group, runs `fn`, leaves rank 0's value (or its error) in `exchange`."""
@@ -182,6 +191,8 @@ def _rank_main(rank: int, world: int, backend: str, device_type: str, threads: i
     _die_with_parent(parent)
     signal.signal(signal.SIGTERM, _interrupt)
     torch.set_num_threads(threads)
+    if rank == 0:  # a spawned process has no handlers: rank 0's epoch lines go to stdout
+        _print_progress()
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -13,7 +13,9 @@ them all, with
 - one time budget: in a `budgeted` phase, a few timed warm-up steps plan how many epochs fit
   (at most the phase's epochs) and its one-cycle schedule spans those; the run also stops
   after an epoch once its training and validation passes have used the budget;
-- one metrics path: each epoch's metrics go to the history and to `on_epoch_end`;
+- one metrics path: each epoch's metrics go to the history, to `on_epoch_end`, and as one
+  line to the "keel.training" logger (loss, accuracy, rows/s, time left: what the `keel`
+  command prints and a Prefect flow run's logs keep; the tqdm bar shows only on a terminal);
 - one or many processes: called in each process of a process group (keel.training.distributed,
   `keel train --nproc N`), it trains data-parallel: each rank on its share of every batch, the
   model in DistributedDataParallel, metrics and decisions reduced alike on every rank; rank 0
@@ -23,6 +25,7 @@ them all, with
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from keel.training.distributed import agreed, from_leader, ranks, shard, sync_bu
 from keel.training.phases import Phase, evaluate, loop_generator, make_optimizer, make_schedule, train_step
 
 EpochCallback = Callable[[int, dict, nn.Module], None]
+_LOG = logging.getLogger("keel.training")
 
 
 @dataclass
@@ -92,6 +96,7 @@ class _Loop:
         self.model, self.phases, self.validation, self.config = model, phases, validation, config
         self.device, self.precision, self.checkpoint_path = device, precision, checkpoint_path
         self.on_epoch_end, self.progress = on_epoch_end, progress
+        self.phase_walls: list[float] = []  # this call's epochs of the current phase: wall seconds each
         self.ranks = ranks()  # rank 0 of 1 outside data-parallel training
         self.validation = shard(validation, self.ranks)
         self.generator = loop_generator(device, config.seed)  # seeded alike on every rank: the same batches
@@ -134,6 +139,7 @@ class _Loop:
         optimizer = make_optimizer(phase, self.model, self.config.weight_decay)
         scheduler = make_schedule(phase, optimizer, planned, len(source))
         trained = wrap(self.model, self.device)  # DistributedDataParallel in a process group, else the model
+        self.phase_walls = []
         if saved is not None:
             optimizer.load_state_dict(saved["optimizer"])
             if scheduler is not None:
@@ -181,6 +187,7 @@ class _Loop:
         val_loss, val_accuracy = evaluate(self.model, self.validation, self.device, self.precision)
         seconds, spent = agreed([seconds, time.perf_counter() - started], "max")  # the slowest rank's, on every rank
         self.state["train_seconds"] += seconds
+        self.phase_walls.append(spent)
         if phase.budgeted:
             self.state["budget_seconds"] += spent
         return {**phase.metrics, "train_loss": total_loss / max(1, seen), "train_accuracy": correct / max(1, seen),
@@ -206,8 +213,29 @@ class _Loop:
             state.update(stopped_early=True, stop_reason="time budget")
         if self.checkpoint_path is not None and self.ranks.leader:  # the unwrapped model: any world size resumes it
             save_checkpoint(self.checkpoint_path, self.model, optimizer, scheduler, self.generator, source.get_state(), state)
+        if self.ranks.leader:
+            _LOG.info(self._epoch_line(phase, metrics, planned))
         if self.on_epoch_end is not None and self.ranks.leader:
             self.on_epoch_end(epoch, metrics, self.model)
+
+    def _epoch_line(self, phase: Phase, metrics: dict, planned: int) -> str:
+        """The finished epoch in one line: `epoch 3/10  loss 0.412  accuracy 0.913  val_loss 0.398
+        val_accuracy 0.884  1,234 rows/s  12 s left`. The epochs ahead are those the phases plan
+        (patience may stop sooner); time left is the current phase's mean epoch times them."""
+        state = self.state
+        total = sum(p if p is not None else ph.epochs for p, ph in zip(state["planned"], self.phases))
+        line = f"epoch {state['epoch']}/{total}"
+        if len(self.phases) > 1:
+            line += f" ({phase.name} {state['phase_epoch']}/{planned})"
+        line += (f"  loss {metrics['train_loss']:.3f}  accuracy {metrics['train_accuracy']:.3f}"
+                 f"  val_loss {metrics['val_loss']:.3f}  val_accuracy {metrics['val_accuracy']:.3f}"
+                 f"  {metrics['images_per_second']:,.0f} rows/s")
+        if state["stopped_early"]:
+            return f"{line}  stopped early: {state['stop_reason']}"
+        if state["epoch"] < total and self.phase_walls:
+            left = (total - state["epoch"]) * sum(self.phase_walls) / len(self.phase_walls)
+            line += f"  {_duration(left)} left"
+        return line
 
     def _result(self, resumed_from: int, loop_seconds: float) -> TrainResult:
         state = self.state
@@ -218,3 +246,12 @@ class _Loop:
             stopped_early=state["stopped_early"], train_seconds=state["train_seconds"], loop_seconds=loop_seconds,
             resumed_from_epoch=resumed_from, device=str(self.device), precision=self.precision,
             planned_epochs=planned, stop_reason=state["stop_reason"], phase_boundary=boundary)
+
+
+def _duration(seconds: float) -> str:
+    """A time left in words a person reads at a glance: 12 s, 7 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

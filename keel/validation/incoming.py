@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ from keel.validation.report_folder import building_report, check_report_dir
 from keel.validation.suite import Suite, load_suite
 from keel.validation.text_batch import validate_text_batch
 from keel.validation.text_rows import curated_text_columns
+
+PROGRESS_SECONDS = 10.0  # a long first pass says how far it is at most this often ("keel.validation" logger)
+_LOG = logging.getLogger("keel.validation")
 
 
 def read_batch(config: DatasetConfig, input_path: str, labels_path: str | None, id_column: str | None) -> tuple[ParsedTable, str, str]:
@@ -124,6 +128,8 @@ def _profile_chunks(source: PixelRows, suite: Suite, spill: PixelSpill, reading:
     parts, skipped, kinds, labels = [], [], {}, {}
     header, scorer, images = None, None, False
     spill.remove()
+    rows, started = 0, time.perf_counter()
+    shown = started
     for parsed in prefetched(source.chunks(reading)):
         if signatures is not None:
             signatures.add(parsed)
@@ -142,6 +148,11 @@ def _profile_chunks(source: PixelRows, suite: Suite, spill: PixelSpill, reading:
         parts.append(pd.DataFrame({c: parsed.profile[c].to_numpy().copy() for c in parsed.profile.columns}, copy=False))
         if len(parts) % 16 == 0:
             return_freed_memory(trim=True)
+        rows += len(parsed.profile)
+        if time.perf_counter() - shown >= PROGRESS_SECONDS:
+            shown = time.perf_counter()
+            _LOG.info("validation: read %s rows in %.0f s, %s rows/s", f"{rows:,}", shown - started,
+                      f"{rows / (shown - started):,.0f}")
     spill.close()
     return Profiled(header or [], _concat_profiles(parts), skipped, kinds, images,
                     scorer.finish() if scorer is not None else None, reading)
