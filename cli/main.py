@@ -8,6 +8,7 @@ Ctrl-C (130) stopped it (cli.signals).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -19,13 +20,14 @@ from cli.signals import exit_code, stop_on_signals, stop_signal
 from cli.stack import stack
 from cli.pretrain import pretrain
 from cli.train import train
-from flows.prefect_api import flush_prefect_workers
+from cli.ui import ui
+from flows.prefect_api import flush_prefect_workers, keel_logs_to_prefect
 from keel.core.errors import DataValidationError, KeelError
 from keel.core.secrets import install_log_redaction, redact
 
 COMMANDS = {"train": train, "pretrain": pretrain, "predict": commands.predict, "validate": commands.validate, "profile": commands.profile,
             "watch": commands.watch, "models": registry.models, "promote": registry.promote,
-            "rollback": registry.roll_back, "sign": registry.sign, "stack": stack}
+            "rollback": registry.roll_back, "sign": registry.sign, "stack": stack, "ui": ui}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Credentials in URLs and secret environment variables never reach a log line or message.
     install_log_redaction()
+    show_progress()
     try:
         return COMMANDS[args.command](args)
     except DataValidationError as exc:
@@ -55,6 +58,42 @@ def main(argv: list[str] | None = None) -> int:
         # Not a user's mistake: a bug or an outage. The traceback helps, the credentials in it do not.
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
         return 1
+
+
+class ProgressLines(logging.Handler):
+    """Prints the library's progress records (INFO of the "keel" loggers: one line per training
+    epoch, a line every few seconds of a long scoring or validation pass) plainly on stdout,
+    a terminal or not: a log file, CI or `make run | tee` gets them as they come. Warnings and
+    errors go their usual way: Prefect's console handler on stderr, or, before Prefect is
+    imported, logging's last resort (which this handler's presence would otherwise silence)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            if not logging.getLogger().handlers and logging.lastResort is not None:
+                logging.lastResort.handle(record)
+            return
+        # sys.stdout as it is now, not when the handler was made (tests redirect it); written,
+        # not printed: a flow with log_prints turns print() into one more Prefect log record.
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def show_progress() -> None:
+    """The "keel" loggers' INFO records printed on stdout (ProgressLines) and, in a flow run,
+    sent to its logs on the Prefect API (flows.prefect_api.keel_logs_to_prefect). Idempotent:
+    tests call `main` many times in one process."""
+    keel = logging.getLogger("keel")
+    if keel.getEffectiveLevel() > logging.INFO:
+        keel.setLevel(logging.INFO)
+    if not any(isinstance(handler, ProgressLines) for handler in keel.handlers):
+        keel.addHandler(ProgressLines())
+    keel_logs_to_prefect()
 
 
 def entry() -> None:

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     _registry(commands)
     _stack(commands)
     _watch(commands)
+    _ui(commands)
     return parser
 
 
@@ -139,3 +140,11 @@ def _watch(commands) -> None:
     watch.add_argument("--landing", required=True, help="the landing folder (a path or an fsspec URL)")
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between scans")
     watch.add_argument("--once", action="store_true", help="stop when a scan finds nothing new")
+
+
+def _ui(commands) -> None:
+    ui = commands.add_parser(
+        "ui", help="open this project's history: the Prefect UI on the project's own run database, the MLflow UI "
+        "on mlruns/, and reports/ (Data Docs) over http, on loopback ports 4200, 5000 and 4201 (KEEL_UI_PREFECT_PORT, "
+        "KEEL_UI_MLFLOW_PORT, KEEL_UI_FILES_PORT); runs until Ctrl-C; in team mode it shows the team's servers")
+    ui.add_argument("--stop", action="store_true", help="stop the `keel ui` that runs for this project")

@@ -4,7 +4,11 @@ With no PREFECT_API_URL, Prefect starts a local API server itself at the first f
 waits for it. Started here instead, as the first thing the command does, the server boots on
 the second core while this process imports torch, Prefect, MLflow and Great Expectations
 (the saving: docs/benchmarks.md). It is the same server Prefect would start: uvicorn serving
-prefect.server.api.server:create_app in ephemeral mode, UI off, on a free loopback port.
+prefect.server.api.server:create_app in ephemeral mode, UI off, on a free loopback port, with
+two differences: its database is the project's (.keel/prefect/prefect.db, unless PREFECT_HOME is
+set), so the runs stay with the project for `keel ui` to show, and its output goes to a log file
+there, not to the command's terminal. While `keel ui` runs for the project, no server is started:
+the flow runs go to its API (keel.core.ui_links).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from keel.core.errors import KeelError, stop_signal_number
+from keel.core.ui_links import links, prefect_home, running_ui, state_dir
 
 if TYPE_CHECKING:  # Prefect is imported by `load`, once the server is started
     from prefect import Flow
@@ -38,36 +43,54 @@ class TemporaryPrefectAPI:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.url: str | None = None
+        self.log: Path | None = None
 
     def start(self) -> TemporaryPrefectAPI:
         """Spawns the server unless the environment already names a Prefect API."""
         if os.environ.get("PREFECT_API_URL"):
+            return self
+        running = running_ui()
+        if running is not None and running.get("prefect_api"):  # `keel ui` serves this project's runs
+            os.environ["PREFECT_API_URL"] = running["prefect_api"]
             return self
         spec = importlib.util.find_spec("prefect")
         if spec is None or not spec.submodule_search_locations:
             return self
         port = free_port()
         app_dir = Path(list(spec.submodule_search_locations)[0]).parent
-        self.process = subprocess.Popen(
+        self.log = state_dir() / "logs" / "prefect-temporary-api.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            log.write(f"--- pid {os.getpid()}: a temporary Prefect API on port {port}\n".encode())
+            self.process = self._spawn(app_dir, port, log)
+        self.url = f"http://127.0.0.1:{port}/api"
+        return self
+
+    @staticmethod
+    def _spawn(app_dir: Path, port: int, log) -> subprocess.Popen:
+        return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "error", "--lifespan", "on"],
             # No telemetry from a throwaway server (and no network to send it on).
-            env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
+            env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, **_project_database(),
+                 "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
             # The server dies with this process, even when it is killed with SIGKILL.
             preexec_fn=_die_with_parent(os.getpid()),
             # Its own session: a Ctrl-C or a scheduler's SIGTERM to this command's process group
             # leaves it running while the stopping flow reports its state; `stop` ends it then.
             start_new_session=True,
+            # What it says (a traceback from a request cut short as it stops, say) goes to its
+            # log, never onto the command's terminal.
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-        self.url = f"http://127.0.0.1:{port}/api"
-        return self
 
     @contextlib.contextmanager
     def serving(self, timeout: float = 60.0):
         """Runs the block against this server, or against the configured API if a Prefect
         profile names one (then this server is stopped unused)."""
-        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_UI_URL, \
+            temporary_settings
 
         hide_user_error_tracebacks()
 
@@ -76,10 +99,16 @@ class TemporaryPrefectAPI:
             yield
             return
         try:
-            wait_for_health(f"{self.url}/health", self.process, timeout)
+            try:
+                wait_for_health(f"{self.url}/health", self.process, timeout)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; its log: {self.log}") from None
             # Heartbeats let a server notice crashed runs; this server ends with the process,
             # and joining the heartbeat thread costs ~1 s at the end of every flow.
-            with temporary_settings(updates={PREFECT_API_URL: self.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            # "View at" links name the address `keel ui` shows this project's runs at (the runs
+            # stay in the project's database when this server stops).
+            with temporary_settings(updates={PREFECT_API_URL: self.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+                                             PREFECT_UI_URL: links().prefect}):
                 try:
                     yield
                 finally:
@@ -96,6 +125,16 @@ class TemporaryPrefectAPI:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def _project_database() -> dict[str, str]:
+    """The temporary server keeps its runs in the project's database (keel.core.ui_links), not
+    in the user-wide ~/.prefect one, unless the user set PREFECT_HOME."""
+    home = prefect_home()
+    if home is None:
+        return {}
+    home.mkdir(parents=True, exist_ok=True)
+    return {"PREFECT_HOME": str(home)}
 
 
 def free_port() -> int:
@@ -179,6 +218,27 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return arm
 
 
+def keel_logs_to_prefect() -> None:
+    """Makes the "keel" logger one of Prefect's extra loggers (PREFECT_LOGGING_EXTRA_LOGGERS,
+    read when Prefect is imported: the `keel` command calls this first): its records emitted in
+    a flow or task run (epoch lines, scoring and validation progress) then go to that run's
+    logs on the API, beside Prefect's own."""
+    names = [name.strip() for name in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if name.strip()]
+    if "keel" not in names:
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*names, "keel"])
+    # A record emitted outside any run (the library called before or after a flow) has no run
+    # to go to; it is printed all the same, so no warning about it.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+class _LeaveKeelProgressToKeel(logging.Filter):
+    """Keeps the "keel" loggers' progress records (below WARNING) out of Prefect's console
+    output: the `keel` command prints them plainly on stdout (cli/main.py), once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not (record.name == "keel" or record.name.startswith("keel."))
+
+
 class _HideUserErrorTracebacks(logging.Filter):
     """Keeps a user's mistake (a KeelError) out of Prefect's console output: no traceback, no
     repeated "Finished in state Failed" lines. The CLI prints the one sentence; the flow run's
@@ -203,7 +263,7 @@ def _user_error_names() -> set[str]:
 
 
 def hide_user_error_tracebacks() -> None:
-    """Adds the filter to every console handler Prefect configured (not to its API handler)."""
+    """Adds the filters to every console handler Prefect configured (not to its API handler)."""
     from prefect.logging.handlers import APILogHandler
 
     loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
@@ -213,6 +273,7 @@ def hide_user_error_tracebacks() -> None:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, APILogHandler) \
                     and not any(isinstance(f, _HideUserErrorTracebacks) for f in handler.filters):
                 handler.addFilter(_HideUserErrorTracebacks())
+                handler.addFilter(_LeaveKeelProgressToKeel())
 
 
 def flush_prefect_workers() -> None:

@@ -1,12 +1,13 @@
 """Prefect task: evaluation-split metrics, logged to MLflow and shown as artifacts."""
 
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from keel.core.contracts import IngestedVersion, RunRef, TrainingSummary
 from keel.stages.evaluation import evaluate_stage
-from keel.tracking.client import artifact_url
+from keel.core.ui_links import png_data_uri
 from keel.training.evaluate import metrics_markdown
 from tasks import REMOTE, keel_task
+from tasks.links import mlflow_markdown
 
 
 @keel_task("evaluate", REMOTE)
@@ -21,8 +22,11 @@ def evaluate_model(run: RunRef, version: IngestedVersion, trained: TrainingSumma
                               description=f"{part} split per-class precision and recall")
         for figure, words in (("confusion_matrix", "confusion matrix"), ("worst_classified", "worst-classified images")):
             if f"{figure}_png" in values:  # texts: the worst-classified ones come as a table
-                create_image_artifact(image_url=artifact_url(run.run_id, values[f"{figure}_png"], "evaluation"),
-                                      key=f"{part}-{figure.replace('_', '-')}", description=f"{part} split: {words}")
+                # The picture itself, not an address: it shows offline and without any server.
+                create_markdown_artifact(
+                    key=f"{part}-{figure.replace('_', '-')}", description=f"{part} split: {words}",
+                    markdown=f"![{part} split: {words}]({png_data_uri(values[f'{figure}_png'])})\n\n"
+                             f"{mlflow_markdown(run.experiment_id, run.run_id)}")
         if "worst_classified_markdown" in values:
             create_markdown_artifact(key=f"{part}-worst-classified", markdown=values["worst_classified_markdown"],
                                      description=f"{part} split: worst-classified texts (lowest probability of the true class)")

@@ -1,11 +1,10 @@
 """Prefect tasks for incoming data: the landed batches to check, validating one, curating it."""
 
-from pathlib import Path
-
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from keel.stages.incoming import curate_stage, pending_stage, validate_incoming_stage
 from tasks import REMOTE, keel_task
+from tasks.links import data_docs_artifact
 
 
 @keel_task("pending-batches", REMOTE)
@@ -21,8 +20,7 @@ def validate_batch(dataset_config: str, input_path: str, report_dir: str | None,
     result = validate_incoming_stage(dataset_config, input_path, report_dir, labels_path, id_column)
     create_markdown_artifact(key="incoming-validation", markdown=result.markdown(),
                              description=f"{result.dataset}: {result.verdict}")
-    create_link_artifact(key="incoming-data-docs", link=Path(result.files["docs_index"]).as_uri(),
-                         link_text="Great Expectations Data Docs", description="Validation results as HTML")
+    data_docs_artifact("incoming-data-docs", result.files["docs_index"])
     if result.quarantined_rows:
         import pandas as pd
 

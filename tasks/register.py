@@ -5,6 +5,7 @@ from prefect.artifacts import create_markdown_artifact
 from keel.core.contracts import RegisteredVersion, RunRef, TrainingSummary, VersionRef
 from keel.stages.registration import register_stage
 from tasks import REMOTE, keel_task
+from tasks.links import mlflow_markdown
 
 
 @keel_task("register", REMOTE)
@@ -16,6 +17,7 @@ def register_model(run: RunRef, version: VersionRef, trained: TrainingSummary, m
         key="registered-model",
         markdown=(f"# Registered `{registered.name}` version {registered.version}\n\n"
                   f"alias: challenger; run `{registered.run_id}`\n\n"
+                  f"{mlflow_markdown(run.experiment_id, registered.run_id, (registered.name, registered.version))}\n\n"
                   + "\n".join(f"- {k}: `{v}`" for k, v in registered.tags.items())),
         description="MLflow model registry")
     return registered

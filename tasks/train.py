@@ -7,6 +7,7 @@ from keel.core.contracts import RunRef, TrainingSummary, VersionRef
 from keel.stages.runs import prepare_tracking_stage, start_run_stage
 from keel.stages.training import train_stage
 from tasks import REMOTE, RESUMABLE, keel_task
+from tasks.links import link_runs
 
 
 @keel_task("prepare-tracking", REMOTE)
@@ -19,7 +20,9 @@ def prepare_tracking(dataset_config: str) -> str:
 def start_run(dataset_config: str, version: VersionRef, train: TrainConfig, fresh: bool = False) -> RunRef:
     """The MLflow run id and checkpoint folder; an interrupted identical run is resumed, a
     running one waited for (and said so in the log)."""
-    return start_run_stage(dataset_config, version, train, fresh, on_wait=get_run_logger().warning)
+    run = start_run_stage(dataset_config, version, train, fresh, on_wait=get_run_logger().warning)
+    link_runs(run.experiment_id, run.run_id)
+    return run
 
 
 @keel_task("train", RESUMABLE)

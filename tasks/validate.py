@@ -1,13 +1,12 @@
 """Prefect task: Great Expectations validation that stops the flow on bad data."""
 
-from pathlib import Path
-
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from keel.core.contracts import VersionRef
 from keel.core.errors import DataValidationError
 from keel.stages.ingest import validate_stage
 from tasks import keel_task
+from tasks.links import data_docs_artifact
 
 
 @keel_task("validate")
@@ -28,5 +27,4 @@ def _publish(report) -> None:
     create_markdown_artifact(key="data-validation", markdown=report.markdown(),
                              description=f"Great Expectations: {report.dataset} {report.version}")
     if report.docs_index:
-        create_link_artifact(key="data-docs", link=Path(report.docs_index).as_uri(),
-                             link_text="Great Expectations Data Docs", description="Validation results as HTML")
+        data_docs_artifact("data-docs", report.docs_index)

@@ -5,6 +5,7 @@ Tiers are folders, and each test gets its folder's marker here (never by hand):
   component    a real MLflow store, Great Expectations, one-epoch training
   flows        whole Prefect flows and the `keel` command (one session-wide Prefect test harness)
   integration  the team stack on PostgreSQL (fails, never skips, when PostgreSQL does not answer)
+  browser      `keel ui`'s pages in a real headless Chromium (Debian's, driven by Playwright), offline
   gpu          CUDA paths: every test is skipped, with NO_GPU as the reason, where no GPU is visible
 `make test` runs them all; a tier whose tests were all skipped for any other reason fails the run.
 Test files need names unique across tiers (the folders are not packages).
@@ -22,7 +23,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
-TIERS = ("unit", "component", "flows", "integration", "gpu")  # registered as markers in pyproject.toml
+TIERS = ("unit", "component", "flows", "integration", "browser", "gpu")  # registered as markers in pyproject.toml
 NO_GPU = "no CUDA GPU visible (torch.cuda.is_available() is False): the gpu tier runs where one is"
 SIGN_MNIST_CSV = REPO / "data" / "sign-mnist" / "sign_mnist_train.csv.gz"
 SIGN_MNIST_CONFIG = REPO / "conf" / "datasets" / "sign-mnist.yaml"
