@@ -74,7 +74,7 @@ def pretrain_run_stage(dataset_config: str, version: VersionRef, config: Pretrai
             client.set_tag(run_id, "keel.resumed", "true")
             return RunRef(run_id=run_id, experiment_id=experiment, checkpoint_dir=str(folder), resumed=True)
         shutil.rmtree(folder)  # a finished run's leftovers: start over
-    run = client.create_run(experiment, run_name=f"mlm-{config.model}-{dataset.id[:8]}", tags={
+    run = client.create_run(experiment, run_name=f"{name}-mlm-{config.model} {name}@{dataset.id[:8]} seed {config.seed}", tags={
         "keel.dataset": name, "keel.dataset_version": dataset.id, "keel.task": "fill-mask",
         "keel.git_commit": tracking.git_commit(), "mlflow.source.name": "keel pretrain"})
     params = {"dataset": name, "dataset_version": dataset.id, **config.model_dump()}

@@ -80,7 +80,7 @@ def _profile_run(client, config: DatasetConfig, version: DatasetVersion, profile
     suite's figures; returns its id."""
     doc, trained = profiled["suite"], profiled["trained"]
     experiment = tracking.experiment_id(client, f"keel-{config.name}-profiles")
-    run = client.create_run(experiment, run_name=f"profile-{version.id[:8]}", tags={
+    run = client.create_run(experiment, run_name=f"{config.name} profile {config.name}@{version.id[:8]}", tags={
         "keel.dataset": config.name, "keel.dataset_version": version.id, "keel.git_commit": tracking.git_commit(),
         "mlflow.source.name": "keel validate profile"})
     run_id = run.info.run_id
