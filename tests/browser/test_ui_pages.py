@@ -149,6 +149,7 @@ def test_the_flow_run_shows_its_logs_and_artifacts(project, ui, page):
     page.goto(f"{ui['prefect']}/runs/flow-run/{flow_run}")
     page.get_by_text("Completed").first.wait_for()
     page.get_by_text("Finished in state Completed").first.wait_for()  # the run's logs
+    page.get_by_text(re.compile(r"epoch 1/1 +loss")).first.wait_for()  # with the training's epoch line
     page.get_by_text("Artifacts", exact=True).first.click()
     for key in ("evaluation-confusion-matrix", "data-docs", "mlflow-run", "promotion-verdict"):
         page.locator(f"text={key}").locator("visible=true").first.wait_for()
