@@ -50,8 +50,8 @@ class TemporaryPrefectAPI:
         if os.environ.get("PREFECT_API_URL"):
             return self
         running = running_ui()
-        if running is not None and running.get("prefect_api"):  # `keel ui` serves this project's runs
-            os.environ["PREFECT_API_URL"] = running["prefect_api"]
+        if running is not None and running.get("prefect_api") and _answers(f"{running['prefect_api']}/health"):
+            os.environ["PREFECT_API_URL"] = running["prefect_api"]  # `keel ui` serves this project's runs
             return self
         spec = importlib.util.find_spec("prefect")
         if spec is None or not spec.submodule_search_locations:
@@ -125,6 +125,16 @@ class TemporaryPrefectAPI:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def _answers(url: str) -> bool:
+    """True when `url` answers 200 within a second (a `keel ui` killed with SIGKILL leaves its
+    address book behind, and its pid may be another process's by now)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def _project_database() -> dict[str, str]:
