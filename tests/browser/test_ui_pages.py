@@ -90,7 +90,7 @@ def browser():
     except ImportError:
         pytest.fail("playwright is missing: `make setup` installs it (pyproject's dev extra)")
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: `make test` and `make test-browser` install Debian's chromium (apt-get install chromium)")
     with playwright.sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         yield chromium
