@@ -28,8 +28,8 @@ from keel.core import settings
 from keel.core.atomic import atomic_path
 from keel.core.errors import KeelError
 from keel.core.ui_links import UiLinks, links, port, prefect_home, running_ui, ui_file
-from keel.tracking.client import embedded, tracking_uri
-from ops.processes import Service, port_in_use, spawn, stop, wait_healthy
+from keel.tracking.client import client, embedded, tracking_uri
+from ops.processes import Service, alive, port_in_use, spawn, stop, wait_healthy
 
 
 @dataclass
@@ -112,9 +112,7 @@ class ProjectUI:
 
 
 def _experiments() -> list[tuple[str, str]]:
-    """(name, id) of the store's experiments with runs, but MLflow's empty Default."""
-    from keel.tracking.client import client
-
+    """(name, id) of the store's experiments, but MLflow's empty Default."""
     try:
         found = client().search_experiments()
     except Exception:  # noqa: BLE001 -- a list for the terminal: the UI shows them anyway
@@ -165,18 +163,12 @@ def serve_until_stopped(ui: ProjectUI) -> None:
         signal.signal(sig, lambda *_: stopping.set())
     try:
         while not stopping.wait(1.0):
-            if any(not _alive(s) for s in ui.services):
-                dead = [s.name for s in ui.services if not _alive(s)]
+            dead = [s.name for s in ui.services if not alive(s)]
+            if dead:
                 print(f"keel ui: {', '.join(dead)} exited; see {_logs()}", file=sys.stderr)
                 break
     finally:
         ui.stop()
-
-
-def _alive(service: Service) -> bool:
-    from ops.processes import alive
-
-    return alive(service)
 
 
 def stop_running(timeout: float = 30.0) -> bool:

@@ -9,6 +9,7 @@ this project.
 from __future__ import annotations
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from mlflow.entities import RunTag
 from prefect.runtime import deployment, flow_run
 
 from keel.core.ui_links import links
@@ -38,12 +39,11 @@ def link_runs(experiment_id: str, run_id: str) -> None:
     if not tags:
         return
     client = tracking.client()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
     note = client.get_run(run_id).data.tags.get(NOTE, "")
     line = f"Prefect flow run: [{tags['keel.prefect.flow_run_name']}]({tags.get('keel.prefect.flow_run_url', '')})"
     if line not in note:
-        client.set_tag(run_id, NOTE, f"{note}\n\n{line}".strip())
+        tags[NOTE] = f"{note}\n\n{line}".strip()
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])  # one request, not one a tag
     if url := links().mlflow_run(experiment_id, run_id):
         create_link_artifact(key="mlflow-run", link=url, link_text=f"MLflow run {run_id}",
                              description="the MLflow run of this flow run: metrics, learning curves, model")
